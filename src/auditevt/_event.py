@@ -3,28 +3,23 @@
 from __future__ import annotations
 
 import enum
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    SerializationInfo,
-    SerializerFunctionWrapHandler,
     Strict,
     ValidationInfo,
     field_validator,
-    model_serializer,
-    model_validator,
 )
 
 from auditevt._gojson import encode_value, html_escape
-from auditevt._jsonvalue import check_json_value, check_text
+from auditevt._jsonvalue import GoString, JsonValue
 from auditevt._timestamp import Timestamp
 
 __all__ = ["Action", "ActionContext", "Event", "Int64"]
-
-_encode_basestring: Any = __import__("json").encoder.encode_basestring
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -49,7 +44,13 @@ class ActionContext(enum.StrEnum):
     IMPERSONATION = "impersonation"
 
 
-_TEXT_FIELDS = ("entity_type", "ip_address", "user_agent", "request_path")
+# The C string encoder of the json module: escapes exactly as Go 1.22+ does, except for the
+# five characters html_escape() handles.
+_encode_basestring: Any = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_CONTEXT_OF_ID = {
+    "break_glass_id": ActionContext.BREAK_GLASS,
+    "impersonation_id": ActionContext.IMPERSONATION,
+}
 
 
 class Event(BaseModel):
@@ -66,20 +67,18 @@ class Event(BaseModel):
     action: Action | Literal[""] = Field(
         description='CREATE, UPDATE or DELETE ("" is Go\'s zero value and is read, not built).'
     )
-    entity_type: Annotated[str, Strict()] = Field(
-        description="What was acted on: appointment, patient, form, ..."
-    )
+    entity_type: GoString = Field(description="What was acted on: appointment, patient, form, ...")
     entity_id: Int64 = Field(default=0, description="The entity's id; omitted from JSON when 0.")
     user_id: Int64 = Field(description="The authenticated actor.")
     organization_id: Int64 = Field(description="The tenant, from the authenticated session.")
-    ip_address: Annotated[str, Strict()] = Field(description="The client IP address.")
-    user_agent: Annotated[str, Strict()] = Field(description="The client's User-Agent header.")
-    request_path: Annotated[str, Strict()] = Field(description="The request path.")
+    ip_address: GoString = Field(description="The client IP address.")
+    user_agent: GoString = Field(description="The client's User-Agent header.")
+    request_path: GoString = Field(description="The request path.")
     status_code: Int64 = Field(description="The HTTP status the client was answered with.")
     timestamp: Timestamp = Field(
         description="When it happened: RFC 3339, nanoseconds, with the writer's UTC offset."
     )
-    changes: Any = Field(
+    changes: JsonValue = Field(
         default=None,
         description="Any JSON value the handler reported (null is omitted, {} and false kept).",
     )
@@ -98,59 +97,27 @@ class Event(BaseModel):
     def _empty_context_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
 
-    @field_validator(*_TEXT_FIELDS)
+    @field_validator("break_glass_id", "impersonation_id")
     @classmethod
-    def _valid_unicode(cls, value: str, info: ValidationInfo) -> str:
-        return check_text(value, info.field_name or "")
-
-    @field_validator("changes")
-    @classmethod
-    def _json_changes(cls, value: Any) -> Any:
-        return None if value is None else check_json_value(value, "changes")
-
-    @model_validator(mode="after")
-    def _context_ids_match(self, info: ValidationInfo) -> Event:
+    def _id_matches_context(cls, value: int | None, info: ValidationInfo) -> int | None:
         # Go writes whatever the struct holds, so JSON is read as is; Python code building an
-        # event must pair each id with its context.
-        if info.mode != "python":
-            return self
-        if self.break_glass_id is not None and self.action_context is not ActionContext.BREAK_GLASS:
+        # event must pair each id with its context. Runs only when the id is given.
+        if value is None or info.mode != "python":
+            return value
+        wanted = _CONTEXT_OF_ID[info.field_name or ""]
+        context = info.data.get("action_context")
+        if context is not wanted:
+            given = "" if context is None else context.value
             raise ValueError(
-                f"break_glass_id={self.break_glass_id} needs action_context='break_glass', "
-                f"not {self._context_text()!r}"
+                f"{info.field_name}={value} needs action_context={wanted.value!r}, not {given!r}"
             )
-        if (
-            self.impersonation_id is not None
-            and self.action_context is not ActionContext.IMPERSONATION
-        ):
-            raise ValueError(
-                f"impersonation_id={self.impersonation_id} needs action_context='impersonation', "
-                f"not {self._context_text()!r}"
-            )
-        return self
-
-    def _context_text(self) -> str:
-        return "" if self.action_context is None else self.action_context.value
-
-    @model_serializer(mode="wrap")
-    def _omit_empty(
-        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
-    ) -> dict[str, Any]:
-        # In JSON mode follow Go's omitempty, so model_dump_json() is readable by Go too
-        # (to_json() is the byte-exact writer).
-        data: dict[str, Any] = handler(self)
-        if info.mode_is_json():
-            if not self.entity_id:
-                data.pop("entity_id", None)
-            for name in ("changes", "action_context", "break_glass_id", "impersonation_id"):
-                if data.get(name) is None:
-                    data.pop(name, None)
-        return data
+        return value
 
     def to_json(self) -> str:
         """The event as Go's ``encoding/json`` writes it: same fields, order and bytes."""
+        # Written by hand: measurably faster than model_dump_json plus the fix-ups Go needs.
         enc = _encode_basestring
-        text = f'{{"action":"{self.action}","entity_type":{enc(self.entity_type)}'
+        text = '{"action":"' + self.action + '","entity_type":' + enc(self.entity_type)
         if self.entity_id:
             text += f',"entity_id":{self.entity_id}'
         text += (
@@ -163,7 +130,7 @@ class Event(BaseModel):
         if self.changes is not None:
             text += ',"changes":' + encode_value(self.changes)
         if self.action_context is not None:
-            text += f',"action_context":"{self.action_context.value}"'
+            text += ',"action_context":"' + self.action_context + '"'
         if self.break_glass_id is not None:
             text += f',"break_glass_id":{self.break_glass_id}'
         if self.impersonation_id is not None:

@@ -1,30 +1,23 @@
 """JSON spelled the way Go's ``encoding/json`` spells it.
 
-Python's ``json`` module already escapes ``"``, ``\\`` and control characters exactly as Go
-1.22+ does (``\\b \\f \\n \\r \\t``, otherwise ``\\u00XX``) and leaves other non-ASCII raw. Go
-additionally escapes ``<``, ``>``, ``&``, U+2028 and U+2029, and spells float64 values its own
-way; both are patched in here. Those five characters can only occur inside JSON strings, so
-replacing them in finished JSON text is safe.
+pydantic-core already writes strings as Go 1.22+ does (``\\b \\f \\n \\r \\t``, otherwise
+``\\u00XX`` for control characters; other non-ASCII raw). Go additionally escapes ``<``, ``>``,
+``&``, U+2028 and U+2029, and spells some float64 values differently; both are patched here.
+Those five characters can only occur inside JSON strings, so replacing them in finished JSON
+text is safe.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from typing import Any
 
-__all__ = ["encode_string", "encode_value", "format_float", "html_escape"]
+from pydantic_core import to_json
 
-_encode_basestring: Any = json.encoder.encode_basestring  # type: ignore[attr-defined]
+__all__ = ["encode_value", "format_float", "html_escape"]
 
-_dumps = json.JSONEncoder(
-    ensure_ascii=False, allow_nan=False, separators=(",", ":"), check_circular=False
-).encode
-
-# A float in Python's repr always has a "." or an exponent; ints never do. Only text that has a
-# digit followed by one of those needs the (slower) token-by-token float rewrite.
-_MAYBE_FLOAT = re.compile(r"\d[.eE]")
+# A number token (group 2) that is not inside a string (group 1 eats strings whole).
 _TOKEN = re.compile(r'("(?:[^"\\]|\\.)*")|(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)')
 
 
@@ -43,11 +36,6 @@ def html_escape(text: str) -> str:
     return text
 
 
-def encode_string(value: str) -> str:
-    """One JSON string literal, quotes included, as Go writes it."""
-    return html_escape(_encode_basestring(value))
-
-
 def format_float(value: float) -> str:
     """Spell a float64 as Go's ``encoding/json`` does.
 
@@ -60,9 +48,8 @@ def format_float(value: float) -> str:
     if value == 0.0:
         return "-0" if math.copysign(1.0, value) < 0 else "0"
     text = repr(value)
-    magnitude = abs(value)
-    if 1e-6 <= magnitude < 1e21:
-        if "e" not in text and "E" not in text:
+    if 1e-6 <= abs(value) < 1e21:
+        if "e" not in text:
             return text[:-2] if text.endswith(".0") else text
         return _to_plain(text)
     # repr() switches to exponent notation from 1e16 and below 1e-4, so it already has one here.
@@ -73,22 +60,18 @@ def format_float(value: float) -> str:
     return f"{mantissa}e{sign}{int(exponent.lstrip('+-'))}"
 
 
-def _split_digits(text: str) -> tuple[str, str, int]:
-    """Return (sign, significant digits, decimal exponent) with value = 0.DIGITS * 10**exp."""
+def _to_plain(text: str) -> str:
+    """Rewrite ``repr`` exponent notation (``1.5e+20``, ``1e-05``) as plain decimal digits."""
     sign = ""
     if text.startswith("-"):
         sign, text = "-", text[1:]
     mantissa, _, exp_text = text.partition("e")
-    exponent = int(exp_text) if exp_text else 0
     whole, _, fraction = mantissa.partition(".")
-    digits = (whole + fraction).lstrip("0")
-    leading_zeros = len(whole + fraction) - len((whole + fraction).lstrip("0"))
-    point = len(whole) - leading_zeros + exponent
-    return sign, digits.rstrip("0") or "0", point
-
-
-def _to_plain(text: str) -> str:
-    sign, digits, point = _split_digits(text)
+    all_digits = whole + fraction
+    digits = all_digits.lstrip("0")
+    # value = 0.DIGITS * 10**point
+    point = len(whole) - (len(all_digits) - len(digits)) + int(exp_text)
+    digits = digits.rstrip("0") or "0"
     if point <= 0:
         return f"{sign}0.{'0' * -point}{digits}"
     if point >= len(digits):
@@ -104,8 +87,13 @@ def _rewrite_token(match: re.Match[str]) -> str:
 
 
 def encode_value(value: Any) -> str:
-    """Encode an already validated JSON value (see ``_changes``) as Go writes an ``any``."""
-    text: str = _dumps(value)
-    if _MAYBE_FLOAT.search(text) is not None:
+    """Encode a validated JSON value (``Event.changes``) as Go writes an ``any``.
+
+    pydantic-core spells a float like Python's ``repr`` except that it writes ``1e-05`` as
+    ``0.00001`` and pads no exponent; Go differs from that only for a trailing ``.0`` and for
+    exponents from 1e16 up to 1e21. Text with neither needs no token-by-token rewrite.
+    """
+    text = to_json(value).decode()
+    if ".0" in text or "e+" in text or "e-" in text:
         text = _TOKEN.sub(_rewrite_token, text)
     return html_escape(text)

@@ -10,11 +10,21 @@ from __future__ import annotations
 import math
 import re
 import sys
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic_core import PydanticCustomError
+from pydantic import (
+    AllowInfNan,
+    ValidationError,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    Strict,
+)
+from typing_extensions import TypeAliasType
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import PydanticCustomError, core_schema
 
-__all__ = ["check_json_value", "check_text"]
+__all__ = ["GoString", "JsonValue", "check_json_value", "check_text"]
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # The largest integer a float64 can hold; Go refuses a JSON number beyond it.
@@ -42,8 +52,9 @@ def check_json_value(value: Any, path: str) -> Any:
     if kind is int:
         if -_FLOAT64_INT_LIMIT <= value <= _FLOAT64_INT_LIMIT:
             return value
-        raise _fail(path, "integer {value} is beyond float64, which Go reads numbers into",
-                    value=value)
+        raise _fail(
+            path, "integer {value} is beyond float64, which Go reads numbers into", value=value
+        )
     if kind is float:
         if math.isfinite(value):
             return value
@@ -65,3 +76,72 @@ def check_json_value(value: Any, path: str) -> Any:
             return value
         return items
     raise _fail(path, "a value of type {type} is not JSON", type=kind.__name__)
+
+
+class _GoStringSchema:
+    """A string field: JSON input is already valid Unicode (the JSON parser refuses lone
+    surrogates), Python input is checked."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.json_or_python_schema(
+            json_schema=core_schema.str_schema(strict=True),
+            python_schema=core_schema.with_info_after_validator_function(
+                lambda value, info: check_text(value, info.field_name or "value"),
+                core_schema.str_schema(strict=True),
+            ),
+        )
+
+
+GoString = Annotated[str, _GoStringSchema]
+"""A Go ``string``: any valid Unicode text, strictly a string."""
+
+
+# In JSON mode the whole check runs in pydantic-core: a recursive union of the JSON types,
+# with finite floats and integers a float64 can hold.
+_StrictJson = TypeAliasType(  # type: ignore[misc]
+    "_StrictJson",
+    "Annotated[str, Strict()] | Annotated[bool, Strict()] "
+    "| Annotated[int, Strict(), Field(ge=-_FLOAT64_INT_LIMIT, le=_FLOAT64_INT_LIMIT)] "
+    "| Annotated[float, Strict(), AllowInfNan(False)] "
+    "| Annotated[dict[str, _StrictJson], Strict()] | Annotated[list[_StrictJson], Strict()] "
+    "| None",
+)
+
+
+def _explain_failure(
+    value: Any, handler: core_schema.ValidatorFunctionWrapHandler, info: core_schema.ValidationInfo
+) -> Any:
+    try:
+        return handler(value)
+    except ValidationError:
+        return check_json_value(value, info.field_name or "value")
+
+
+class _JsonValueSchema:
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.json_or_python_schema(
+            # pydantic-core checks JSON input; only a failure (rare) is re-checked in Python
+            # to name the bad part by its path instead of listing every union branch.
+            json_schema=core_schema.with_info_wrap_validator_function(
+                _explain_failure, handler(_StrictJson)
+            ),
+            python_schema=core_schema.with_info_plain_validator_function(
+                lambda value, info: check_json_value(value, info.field_name or "value")
+            ),
+        )
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {"description": "Any JSON value; numbers must fit a float64."}
+
+
+JsonValue = Annotated[Any, _JsonValueSchema]
+"""Any JSON value Go can decode into an ``any``."""

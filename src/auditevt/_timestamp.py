@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import time
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, cast
 
 from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
@@ -64,8 +64,10 @@ class Timestamp:
 
     __slots__ = ("_offset", "_text", "_unix_ns")
 
-    _unix_ns: int
-    _offset: int
+    # A timestamp read from canonical JSON text keeps just the text until a number is asked
+    # for (see _from_canonical_text): reading and re-writing events is the hot path.
+    _unix_ns: int | None
+    _offset: int | None
     _text: str | None
 
     def __init__(self, unix_ns: int, offset_seconds: int = 0) -> None:
@@ -74,9 +76,7 @@ class Timestamp:
         if type(offset_seconds) is not int:
             raise TypeError(f"offset_seconds must be an int, not {type(offset_seconds).__name__}")
         if offset_seconds % 60 or not -_MAX_OFFSET < offset_seconds < _MAX_OFFSET:
-            raise ValueError(
-                f"offset_seconds={offset_seconds} must be whole minutes within ±23:59"
-            )
+            raise ValueError(f"offset_seconds={offset_seconds} must be whole minutes within ±23:59")
         local_days = (unix_ns // _NS_PER_SECOND + offset_seconds) // _SECONDS_PER_DAY
         year = _civil_from_days(local_days)[0]
         if not _MIN_YEAR <= year <= _MAX_YEAR:
@@ -146,25 +146,39 @@ class Timestamp:
         self._text = canonical + ("Z" if offset == 0 else text[-6:])
         return self
 
+    @classmethod
+    def _from_canonical_text(cls, text: str) -> Timestamp:
+        self = object.__new__(cls)
+        self._unix_ns = self._offset = None
+        self._text = text
+        return self
+
+    def _numbers(self) -> tuple[int, int]:
+        if self._unix_ns is None or self._offset is None:
+            parsed = Timestamp.parse(cast(str, self._text))
+            self._unix_ns, self._offset = parsed._unix_ns, parsed._offset
+        return cast(int, self._unix_ns), cast(int, self._offset)
+
     @property
     def unix_ns(self) -> int:
         """Nanoseconds since 1970-01-01T00:00:00Z."""
-        return self._unix_ns
+        return self._numbers()[0]
 
     @property
     def offset_seconds(self) -> int:
         """The UTC offset the timestamp is written in, in seconds east of UTC."""
-        return self._offset
+        return self._numbers()[1]
 
     @property
     def nanosecond(self) -> int:
         """Nanoseconds within the second, 0 to 999,999,999."""
-        return self._unix_ns % _NS_PER_SECOND
+        return self._numbers()[0] % _NS_PER_SECOND
 
     def to_datetime(self) -> datetime:
         """An aware ``datetime`` in the same offset; nanoseconds are truncated to microseconds."""
-        tz = UTC if self._offset == 0 else timezone(timedelta(seconds=self._offset))
-        seconds, nanos = divmod(self._unix_ns, _NS_PER_SECOND)
+        unix_ns, offset = self._numbers()
+        tz = UTC if offset == 0 else timezone(timedelta(seconds=offset))
+        seconds, nanos = divmod(unix_ns, _NS_PER_SECOND)
         base = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(
             seconds=seconds, microseconds=nanos // 1000
         )
@@ -174,8 +188,9 @@ class Timestamp:
         """RFC 3339 as Go writes it: trailing zeros of the fraction trimmed, ``Z`` for UTC."""
         text = self._text
         if text is None:
-            seconds, nanos = divmod(self._unix_ns, _NS_PER_SECOND)
-            local = seconds + self._offset
+            unix_ns, offset = self._numbers()
+            seconds, nanos = divmod(unix_ns, _NS_PER_SECOND)
+            local = seconds + offset
             days, second_of_day = divmod(local, _SECONDS_PER_DAY)
             y, mo, d = _civil_from_days(days)
             hh, rest = divmod(second_of_day, 3600)
@@ -183,11 +198,11 @@ class Timestamp:
             text = f"{y:04d}-{mo:02d}-{d:02d}T{hh:02d}:{mm:02d}:{ss:02d}"
             if nanos:
                 text += "." + f"{nanos:09d}".rstrip("0")
-            if self._offset == 0:
+            if offset == 0:
                 text += "Z"
             else:
-                sign = "-" if self._offset < 0 else "+"
-                oh, om = divmod(abs(self._offset) // 60, 60)
+                sign = "-" if offset < 0 else "+"
+                oh, om = divmod(abs(offset) // 60, 60)
                 text += f"{sign}{oh:02d}:{om:02d}"
             self._text = text
         return text
@@ -198,7 +213,7 @@ class Timestamp:
         return f"Timestamp({self.isoformat()!r})"
 
     def _key(self) -> tuple[int, int]:
-        return (self._unix_ns, self._offset)
+        return self._numbers()
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Timestamp):
@@ -235,14 +250,15 @@ class Timestamp:
         return self
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Timestamp, (self._unix_ns, self._offset))
+        return (Timestamp, self._numbers())
 
     @classmethod
     def __get_pydantic_core_schema__(
         cls, source: Any, handler: GetCoreSchemaHandler
     ) -> core_schema.CoreSchema:
-        return core_schema.no_info_plain_validator_function(
-            _validate_timestamp,
+        return core_schema.json_or_python_schema(
+            json_schema=core_schema.no_info_plain_validator_function(_validate_json_timestamp),
+            python_schema=core_schema.no_info_plain_validator_function(_validate_timestamp),
             serialization=core_schema.plain_serializer_function_ser_schema(
                 Timestamp.isoformat, when_used="json-unless-none"
             ),
@@ -279,3 +295,21 @@ def _validate_timestamp(value: Any) -> Timestamp:
         "expected an RFC 3339 string, an aware datetime or a Timestamp, got {type}",
         {"type": type(value).__name__},
     )
+
+
+# Canonical RFC 3339 as Go writes it (fraction of 1-9 digits without trailing zero, non-zero
+# offset or Z) with days up to 28: anything else goes through the full parser.
+_CANONICAL = re.compile(
+    r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|1\d|2[0-8])T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d"
+    r"(?:\.\d{0,8}[1-9])?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)\Z"
+)
+
+
+def _validate_json_timestamp(value: Any) -> Timestamp:
+    if (
+        type(value) is str
+        and _CANONICAL.match(value) is not None
+        and not value.endswith(("+00:00", "-00:00"))
+    ):
+        return Timestamp._from_canonical_text(value)
+    return _validate_timestamp(value)
