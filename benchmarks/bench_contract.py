@@ -79,7 +79,9 @@ def sample_events(count: int, seed: int = 7) -> list[Event]:
                 user_agent=rng.choice(agents),
                 request_path=f"/api/v1/{entity}s/{entity_id}",
                 status_code=rng.choice([200, 200, 201, 204, 400, 404]),
-                timestamp=Timestamp(base + i * 1_000_003_007, rng.choice([0, 0, 3600, -28800])),
+                timestamp=Timestamp.from_unix_ns(
+                    base + i * 1_000_003_007, rng.choice([0, 0, 3600, -28800])
+                ),
                 changes=changes,
                 **context,
             )
@@ -99,7 +101,7 @@ def _best_of(fn: Any, rounds: int) -> list[float]:
 
 def run(quick: bool) -> list[dict[str, Any]]:
     count = 500 if quick else 2000
-    rounds = 15 if quick else 40
+    rounds = 40 if quick else 100
     events = sample_events(count)
     texts = [event.to_json() for event in events]
     plain = [PlainEvent.model_validate_json(text) for text in texts]

@@ -46,7 +46,7 @@ class ActionContext(enum.StrEnum):
 
 # The C string encoder of the json module: escapes exactly as Go 1.22+ does, except for the
 # five characters html_escape() handles.
-_encode_basestring: Any = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_encode_basestring: Any = json.encoder.encode_basestring
 _CONTEXT_OF_ID = {
     "break_glass_id": ActionContext.BREAK_GLASS,
     "impersonation_id": ActionContext.IMPERSONATION,
@@ -62,9 +62,13 @@ class Event(BaseModel):
     read as leniently as Go reads it.
     """
 
-    model_config = ConfigDict(frozen=True, extra="ignore", use_enum_values=False)
+    # Unknown fields are ignored, as Go ignores them, so an older reader reads a newer writer.
+    # Only keys are worth interning: values such as paths and user agents rarely repeat.
+    model_config = ConfigDict(frozen=True, extra="ignore", cache_strings="keys")
 
-    action: Action | Literal[""] = Field(
+    # A Literal of the members (not the enum type) gives the members back and is validated
+    # faster; "" is Go's zero value.
+    action: Literal[Action.CREATE, Action.UPDATE, Action.DELETE, ""] = Field(
         description='CREATE, UPDATE or DELETE ("" is Go\'s zero value and is read, not built).'
     )
     entity_type: GoString = Field(description="What was acted on: appointment, patient, form, ...")

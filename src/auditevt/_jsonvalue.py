@@ -12,15 +12,7 @@ import re
 import sys
 from typing import Annotated, Any
 
-from pydantic import (
-    AllowInfNan,
-    ValidationError,
-    Field,
-    GetCoreSchemaHandler,
-    GetJsonSchemaHandler,
-    Strict,
-)
-from typing_extensions import TypeAliasType
+from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 
@@ -99,25 +91,43 @@ GoString = Annotated[str, _GoStringSchema]
 """A Go ``string``: any valid Unicode text, strictly a string."""
 
 
-# In JSON mode the whole check runs in pydantic-core: a recursive union of the JSON types,
-# with finite floats and integers a float64 can hold.
-_StrictJson = TypeAliasType(  # type: ignore[misc]
-    "_StrictJson",
-    "Annotated[str, Strict()] | Annotated[bool, Strict()] "
-    "| Annotated[int, Strict(), Field(ge=-_FLOAT64_INT_LIMIT, le=_FLOAT64_INT_LIMIT)] "
-    "| Annotated[float, Strict(), AllowInfNan(False)] "
-    "| Annotated[dict[str, _StrictJson], Strict()] | Annotated[list[_StrictJson], Strict()] "
-    "| None",
-)
+def _finite(value: Any) -> bool:
+    """True when no float in ``value`` is NaN or infinite and no integer is beyond float64.
+
+    JSON input has only JSON types, valid strings and string keys, so this is all that is left
+    to check there. It is on the hot path of every parse, hence the unrolled type tests; the
+    full check names the bad part when this says no.
+    """
+    kind = type(value)
+    if kind is dict:
+        items: Any = value.values()
+    elif kind is list:
+        items = value
+    elif kind is float:
+        return bool(value - value == 0.0)
+    elif kind is int:
+        return bool(-_FLOAT64_INT_LIMIT <= value <= _FLOAT64_INT_LIMIT)
+    else:
+        return True
+    for item in items:
+        item_kind = type(item)
+        if item_kind is str:
+            continue
+        if item_kind is int:
+            if not -_FLOAT64_INT_LIMIT <= item <= _FLOAT64_INT_LIMIT:
+                return False
+        elif item_kind is float:
+            if item - item != 0.0:
+                return False
+        elif (item_kind is dict or item_kind is list) and not _finite(item):
+            return False
+    return True
 
 
-def _explain_failure(
-    value: Any, handler: core_schema.ValidatorFunctionWrapHandler, info: core_schema.ValidationInfo
-) -> Any:
-    try:
-        return handler(value)
-    except ValidationError:
-        return check_json_value(value, info.field_name or "value")
+def _check_json_input(value: Any, info: core_schema.ValidationInfo) -> Any:
+    if _finite(value):
+        return value
+    return check_json_value(value, info.field_name or "value")
 
 
 class _JsonValueSchema:
@@ -128,8 +138,8 @@ class _JsonValueSchema:
         return core_schema.json_or_python_schema(
             # pydantic-core checks JSON input; only a failure (rare) is re-checked in Python
             # to name the bad part by its path instead of listing every union branch.
-            json_schema=core_schema.with_info_wrap_validator_function(
-                _explain_failure, handler(_StrictJson)
+            json_schema=core_schema.with_info_after_validator_function(
+                _check_json_input, core_schema.any_schema()
             ),
             python_schema=core_schema.with_info_plain_validator_function(
                 lambda value, info: check_json_value(value, info.field_name or "value")

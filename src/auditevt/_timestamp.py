@@ -1,7 +1,11 @@
-"""``Timestamp``: an instant with nanosecond precision and a fixed UTC offset, like Go's ``time.Time``.
+"""``Timestamp``: a nanosecond instant with a fixed UTC offset, like Go's ``time.Time``.
 
 Python's ``datetime`` keeps microseconds only, so a Go timestamp such as
-``2026-11-27T10:11:12.123456789Z`` cannot survive a round trip through it.
+``2026-11-27T10:11:12.123456789Z`` cannot survive a round trip through it. A ``Timestamp`` holds
+the canonical RFC 3339 text Go writes (fraction without trailing zeros, ``Z`` for UTC, any other
+offset as written): that text identifies the instant and the offset exactly, and keeping it makes
+reading and re-writing events, the hot path of both services, cost almost nothing. The numbers are
+computed when asked for.
 """
 
 from __future__ import annotations
@@ -9,9 +13,9 @@ from __future__ import annotations
 import re
 import time
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any, cast
+from typing import Annotated, Any
 
-from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic import ConfigDict, GetCoreSchemaHandler, GetJsonSchemaHandler, RootModel
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 
@@ -19,12 +23,23 @@ __all__ = ["Timestamp"]
 
 _NS_PER_SECOND = 1_000_000_000
 _SECONDS_PER_DAY = 86_400
-# Go's encoder refuses years outside [0, 9999] and offsets of 24 hours or more.
-_MIN_YEAR, _MAX_YEAR = 0, 9999
-_MAX_OFFSET = 24 * 3600
+_MAX_OFFSET = 24 * 3600  # Go refuses to write an offset of 24 hours or more
 
+# Any RFC 3339 text Go's time.Time.UnmarshalJSON reads; ranges are checked in parse().
 _RFC3339 = re.compile(
     r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d+))?(?:(Z)|([+-])(\d\d):(\d\d))\Z"
+)
+# The canonical text Go writes, for days up to 28 (every month has those): such text is taken
+# as is, in pydantic-core, without a call into Python. Anything else goes through parse().
+_CANONICAL = (
+    r"^\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|1\d|2[0-8])T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d"
+    r"(?:\.\d{0,8}[1-9])?(?:Z|[+-](?:(?:[01]\d|2[0-3]):(?:[0-5][1-9]|[1-5]0)"
+    r"|(?:0[1-9]|1\d|2[0-3]):00))$"
+)
+_INVALID = (
+    "Input should be an RFC 3339 timestamp with a UTC offset that Go can read: a real date, a "
+    "time from 00:00:00 to 23:59:59, an optional fraction, then Z or +hh:mm/-hh:mm (offset "
+    "below 24h), e.g. 2026-11-27T10:11:12.123456789Z"
 )
 _DAYS_IN_MONTH = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
@@ -55,173 +70,219 @@ def _civil_from_days(days: int) -> tuple[int, int, int]:
     return yoe + era * 400 + (month <= 2), month, day
 
 
-class Timestamp:
-    """An instant in nanoseconds since the Unix epoch, with the UTC offset it was written in.
+def _parse(text: str) -> tuple[int, int]:
+    """(unix_ns, offset_seconds) of RFC 3339 text, read as Go's ``time.Time`` reads it."""
+    match = _RFC3339.match(text)
+    if match is None:
+        raise ValueError(
+            f"{text!r} is not an RFC 3339 timestamp with a UTC offset, "
+            "such as 2026-11-27T10:11:12.123456789Z or 2026-11-27T10:11:12+05:30"
+        )
+    year, month, day, hour, minute, second, fraction, zulu, sign, off_h, off_m = match.groups()
+    y, mo, d = int(year), int(month), int(day)
+    h, mi, s = int(hour), int(minute), int(second)
+    if not 1 <= mo <= 12:
+        raise ValueError(f"{text!r}: month {mo} is out of range")
+    days_in_month = 29 if mo == 2 and _is_leap(y) else _DAYS_IN_MONTH[mo]
+    if not 1 <= d <= days_in_month:
+        raise ValueError(f"{text!r}: day {d} is out of range for month {mo} of {y}")
+    if h > 23 or mi > 59 or s > 59:
+        raise ValueError(f"{text!r}: the time of day is out of range")
+    offset = 0
+    if zulu is None:
+        oh, om = int(off_h), int(off_m)
+        if oh > 23 or om > 59:
+            raise ValueError(f"{text!r}: the UTC offset is out of range")
+        offset = (oh * 3600 + om * 60) * (-1 if sign == "-" else 1)
+    # Go reads at most nine fractional digits and drops the rest.
+    nanos = int(fraction[:9].ljust(9, "0")) if fraction else 0
+    local = _days_from_civil(y, mo, d) * _SECONDS_PER_DAY + h * 3600 + mi * 60 + s
+    return (local - offset) * _NS_PER_SECOND + nanos, offset
 
-    Equality compares the instant and the offset, as the JSON text does; ordering is by instant
-    first. Build one with :meth:`now`, :meth:`from_datetime` or :meth:`parse`.
+
+def _format(unix_ns: int, offset: int) -> str:
+    """The canonical text Go writes (RFC 3339, trimmed fraction, ``Z`` for UTC)."""
+    if type(unix_ns) is not int:
+        raise TypeError(f"unix_ns must be an int, not {type(unix_ns).__name__}")
+    if type(offset) is not int:
+        raise TypeError(f"offset_seconds must be an int, not {type(offset).__name__}")
+    if offset % 60 or not -_MAX_OFFSET < offset < _MAX_OFFSET:
+        raise ValueError(f"offset_seconds={offset} must be whole minutes within ±23:59")
+    seconds, nanos = divmod(unix_ns, _NS_PER_SECOND)
+    days, second_of_day = divmod(seconds + offset, _SECONDS_PER_DAY)
+    y, mo, d = _civil_from_days(days)
+    if not 0 <= y <= 9999:
+        raise ValueError(f"unix_ns={unix_ns} is in year {y}, outside the years Go writes, 0-9999")
+    hh, rest = divmod(second_of_day, 3600)
+    mm, ss = divmod(rest, 60)
+    text = f"{y:04d}-{mo:02d}-{d:02d}T{hh:02d}:{mm:02d}:{ss:02d}"
+    if nanos:
+        text += "." + f"{nanos:09d}".rstrip("0")
+    if offset == 0:
+        return text + "Z"
+    oh, om = divmod(abs(offset) // 60, 60)
+    return f"{text}{'-' if offset < 0 else '+'}{oh:02d}:{om:02d}"
+
+
+def _text_from_python(value: Any) -> str:
+    if isinstance(value, str):
+        return _canonical_text(value)
+    if isinstance(value, datetime):
+        offset = value.utcoffset()
+        if offset is None:
+            raise PydanticCustomError(
+                "timestamp",
+                "datetime {value} has no UTC offset; pass an aware datetime",
+                {"value": value.isoformat()},
+            )
+        delta = value - datetime(1970, 1, 1, tzinfo=UTC)
+        seconds = delta.days * _SECONDS_PER_DAY + delta.seconds
+        unix_ns = seconds * _NS_PER_SECOND + delta.microseconds * 1000
+        return _checked_format(unix_ns, int(offset.total_seconds()))
+    raise PydanticCustomError(
+        "timestamp",
+        "expected an RFC 3339 string, an aware datetime or a Timestamp, got {type}",
+        {"type": type(value).__name__},
+    )
+
+
+def _checked_format(unix_ns: int, offset: int) -> str:
+    try:
+        return _format(unix_ns, offset)
+    except ValueError as exc:
+        raise PydanticCustomError("timestamp", "{reason}", {"reason": str(exc)}) from None
+
+
+def _canonical_text(value: str) -> str:
+    try:
+        return _format(*_parse(value))
+    except ValueError as exc:
+        raise PydanticCustomError("timestamp", "{reason}", {"reason": str(exc)}) from None
+
+
+class _TimestampText:
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.json_or_python_schema(
+            # Canonical text is taken by pydantic-core alone; other valid text is rewritten.
+            json_schema=core_schema.union_schema(
+                [
+                    core_schema.str_schema(pattern=_CANONICAL, strict=True),
+                    core_schema.chain_schema(
+                        [
+                            core_schema.str_schema(strict=True),
+                            core_schema.no_info_plain_validator_function(_canonical_text),
+                        ]
+                    ),
+                ],
+                mode="left_to_right",
+                custom_error_type="timestamp",
+                custom_error_message=_INVALID,
+            ),
+            python_schema=core_schema.no_info_plain_validator_function(_text_from_python),
+        )
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {
+            "type": "string",
+            "format": "date-time",
+            "pattern": "^" + _RFC3339.pattern.replace("\\Z", "$"),
+            "description": "RFC 3339 with up to 9 fractional digits and a UTC offset, as Go's "
+            "time.Time writes it.",
+        }
+
+
+class Timestamp(RootModel[Annotated[str, _TimestampText]]):
+    """An instant in nanoseconds with the UTC offset it was written in (Go's ``time.Time``).
+
+    Build one with ``Timestamp.now()``, ``Timestamp.from_unix_ns(ns, offset_seconds)``,
+    ``Timestamp.from_datetime(dt)`` (aware only) or ``Timestamp.parse(text)``; a pydantic field
+    of this type also takes an aware ``datetime`` or RFC 3339 text. ``str(ts)`` is the text Go
+    writes. Equal timestamps have the same instant and offset; ordering is by instant, then
+    offset.
     """
 
-    __slots__ = ("_offset", "_text", "_unix_ns")
-
-    # A timestamp read from canonical JSON text keeps just the text until a number is asked
-    # for (see _from_canonical_text): reading and re-writing events is the hot path.
-    _unix_ns: int | None
-    _offset: int | None
-    _text: str | None
-
-    def __init__(self, unix_ns: int, offset_seconds: int = 0) -> None:
-        if type(unix_ns) is not int:
-            raise TypeError(f"unix_ns must be an int, not {type(unix_ns).__name__}")
-        if type(offset_seconds) is not int:
-            raise TypeError(f"offset_seconds must be an int, not {type(offset_seconds).__name__}")
-        if offset_seconds % 60 or not -_MAX_OFFSET < offset_seconds < _MAX_OFFSET:
-            raise ValueError(f"offset_seconds={offset_seconds} must be whole minutes within ±23:59")
-        local_days = (unix_ns // _NS_PER_SECOND + offset_seconds) // _SECONDS_PER_DAY
-        year = _civil_from_days(local_days)[0]
-        if not _MIN_YEAR <= year <= _MAX_YEAR:
-            raise ValueError(f"year {year} is outside the range Go can write, [0, 9999]")
-        self._unix_ns = unix_ns
-        self._offset = offset_seconds
-        self._text = None
+    model_config = ConfigDict(frozen=True)
 
     @classmethod
     def now(cls) -> Timestamp:
         """The current time in UTC, to the nanosecond the clock gives."""
-        return cls(time.time_ns())
+        return cls.model_construct(_format(time.time_ns(), 0))
+
+    @classmethod
+    def from_unix_ns(cls, unix_ns: int, offset_seconds: int = 0) -> Timestamp:
+        """Nanoseconds since the Unix epoch, written in the given UTC offset (whole minutes)."""
+        return cls.model_construct(_format(unix_ns, offset_seconds))
 
     @classmethod
     def from_datetime(cls, value: datetime) -> Timestamp:
         """Convert an aware ``datetime``; a naive one is refused (it names no instant)."""
-        offset = value.utcoffset()
-        if offset is None:
-            raise ValueError(
-                f"datetime {value.isoformat()!r} has no UTC offset; pass an aware datetime"
-            )
-        epoch = datetime(1970, 1, 1, tzinfo=UTC)
-        delta = value - epoch
-        unix_ns = (
-            delta.days * _SECONDS_PER_DAY + delta.seconds
-        ) * _NS_PER_SECOND + delta.microseconds * 1000
-        return cls(unix_ns, int(offset.total_seconds()))
+        if not isinstance(value, datetime):
+            raise TypeError(f"expected a datetime, got {type(value).__name__}")
+        return cls.model_validate(value)
 
     @classmethod
     def parse(cls, text: str) -> Timestamp:
         """Parse RFC 3339 as Go's ``time.Time.UnmarshalJSON`` does (an offset is required)."""
-        match = _RFC3339.match(text)
-        if match is None:
-            raise ValueError(
-                f"{text!r} is not an RFC 3339 timestamp with an offset, "
-                "such as 2026-11-27T10:11:12.123456789Z or 2026-11-27T10:11:12+05:30"
-            )
-        year, month, day, hour, minute, second, fraction, zulu, sign, off_h, off_m = match.groups()
-        y, mo, d = int(year), int(month), int(day)
-        h, mi, s = int(hour), int(minute), int(second)
-        if not 1 <= mo <= 12:
-            raise ValueError(f"{text!r}: month {mo} out of range")
-        days_in_month = 29 if mo == 2 and _is_leap(y) else _DAYS_IN_MONTH[mo]
-        if not 1 <= d <= days_in_month:
-            raise ValueError(f"{text!r}: day {d} out of range for month {mo}")
-        if h > 23 or mi > 59 or s > 59:
-            raise ValueError(f"{text!r}: time of day out of range")
-        offset = 0
-        if zulu is None:
-            oh, om = int(off_h), int(off_m)
-            if oh > 23 or om > 59:
-                raise ValueError(f"{text!r}: offset out of range")
-            offset = (oh * 3600 + om * 60) * (-1 if sign == "-" else 1)
-        nanos = 0
-        if fraction:
-            # Go reads at most nine digits and drops the rest.
-            digits = fraction[:9].rstrip("0")
-            nanos = int(digits.ljust(9, "0")) if digits else 0
-        local = (_days_from_civil(y, mo, d) * _SECONDS_PER_DAY) + h * 3600 + mi * 60 + s
-        self = object.__new__(cls)
-        self._unix_ns = (local - offset) * _NS_PER_SECOND + nanos
-        self._offset = offset
-        # The canonical text is the input with the fraction trimmed and +00:00 spelled Z.
-        canonical = text[:19]
-        if nanos:
-            canonical += "." + f"{nanos:09d}".rstrip("0")
-        self._text = canonical + ("Z" if offset == 0 else text[-6:])
-        return self
-
-    @classmethod
-    def _from_canonical_text(cls, text: str) -> Timestamp:
-        self = object.__new__(cls)
-        self._unix_ns = self._offset = None
-        self._text = text
-        return self
-
-    def _numbers(self) -> tuple[int, int]:
-        if self._unix_ns is None or self._offset is None:
-            parsed = Timestamp.parse(cast(str, self._text))
-            self._unix_ns, self._offset = parsed._unix_ns, parsed._offset
-        return cast(int, self._unix_ns), cast(int, self._offset)
+        return cls.model_construct(_format(*_parse(text)))
 
     @property
     def unix_ns(self) -> int:
         """Nanoseconds since 1970-01-01T00:00:00Z."""
-        return self._numbers()[0]
+        return _parse(self.root)[0]
 
     @property
     def offset_seconds(self) -> int:
         """The UTC offset the timestamp is written in, in seconds east of UTC."""
-        return self._numbers()[1]
+        return _parse(self.root)[1]
 
     @property
     def nanosecond(self) -> int:
         """Nanoseconds within the second, 0 to 999,999,999."""
-        return self._numbers()[0] % _NS_PER_SECOND
+        return self.unix_ns % _NS_PER_SECOND
 
     def to_datetime(self) -> datetime:
-        """An aware ``datetime`` in the same offset; nanoseconds are truncated to microseconds."""
-        unix_ns, offset = self._numbers()
+        """An aware ``datetime`` in the same offset; nanoseconds are truncated to microseconds.
+
+        Year 0, which Go allows and ``datetime`` does not, raises ``ValueError``.
+        """
+        unix_ns, offset = _parse(self.root)
         tz = UTC if offset == 0 else timezone(timedelta(seconds=offset))
         seconds, nanos = divmod(unix_ns, _NS_PER_SECOND)
-        base = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(
-            seconds=seconds, microseconds=nanos // 1000
-        )
-        return base.astimezone(tz)
+        try:
+            base = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(
+                seconds=seconds, microseconds=nanos // 1000
+            )
+            return base.astimezone(tz)
+        except OverflowError:
+            raise ValueError(f"{self.root} is outside the range of datetime") from None
 
     def isoformat(self) -> str:
         """RFC 3339 as Go writes it: trailing zeros of the fraction trimmed, ``Z`` for UTC."""
-        text = self._text
-        if text is None:
-            unix_ns, offset = self._numbers()
-            seconds, nanos = divmod(unix_ns, _NS_PER_SECOND)
-            local = seconds + offset
-            days, second_of_day = divmod(local, _SECONDS_PER_DAY)
-            y, mo, d = _civil_from_days(days)
-            hh, rest = divmod(second_of_day, 3600)
-            mm, ss = divmod(rest, 60)
-            text = f"{y:04d}-{mo:02d}-{d:02d}T{hh:02d}:{mm:02d}:{ss:02d}"
-            if nanos:
-                text += "." + f"{nanos:09d}".rstrip("0")
-            if offset == 0:
-                text += "Z"
-            else:
-                sign = "-" if offset < 0 else "+"
-                oh, om = divmod(abs(offset) // 60, 60)
-                text += f"{sign}{oh:02d}:{om:02d}"
-            self._text = text
-        return text
+        return self.root
 
-    __str__ = isoformat
+    def __str__(self) -> str:
+        return self.root
 
     def __repr__(self) -> str:
-        return f"Timestamp({self.isoformat()!r})"
+        return f"Timestamp({self.root!r})"
 
     def _key(self) -> tuple[int, int]:
-        return self._numbers()
+        return _parse(self.root)
 
     def __eq__(self, other: object) -> bool:
+        # The canonical text names exactly one (instant, offset) pair.
         if isinstance(other, Timestamp):
-            return self._key() == other._key()
+            return self.root == other.root
         return NotImplemented
 
     def __hash__(self) -> int:
-        return hash(self._key())
+        return hash(self.root)
 
     def __lt__(self, other: Timestamp) -> bool:
         if not isinstance(other, Timestamp):
@@ -242,74 +303,3 @@ class Timestamp:
         if not isinstance(other, Timestamp):
             return NotImplemented
         return self._key() >= other._key()
-
-    def __copy__(self) -> Timestamp:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> Timestamp:
-        return self
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (Timestamp, self._numbers())
-
-    @classmethod
-    def __get_pydantic_core_schema__(
-        cls, source: Any, handler: GetCoreSchemaHandler
-    ) -> core_schema.CoreSchema:
-        return core_schema.json_or_python_schema(
-            json_schema=core_schema.no_info_plain_validator_function(_validate_json_timestamp),
-            python_schema=core_schema.no_info_plain_validator_function(_validate_timestamp),
-            serialization=core_schema.plain_serializer_function_ser_schema(
-                Timestamp.isoformat, when_used="json-unless-none"
-            ),
-        )
-
-    @classmethod
-    def __get_pydantic_json_schema__(
-        cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
-    ) -> JsonSchemaValue:
-        return {
-            "type": "string",
-            "format": "date-time",
-            "pattern": "^" + _RFC3339.pattern.replace("\\Z", "$"),
-            "description": "RFC 3339 with up to 9 fractional digits and a UTC offset (Go's "
-            "time.Time); trailing zeros of the fraction are trimmed and UTC is written Z.",
-        }
-
-
-def _validate_timestamp(value: Any) -> Timestamp:
-    if type(value) is str:
-        try:
-            return Timestamp.parse(value)
-        except ValueError as exc:
-            raise PydanticCustomError("timestamp", "{reason}", {"reason": str(exc)}) from None
-    if isinstance(value, Timestamp):
-        return value
-    if isinstance(value, datetime):
-        try:
-            return Timestamp.from_datetime(value)
-        except ValueError as exc:
-            raise PydanticCustomError("timestamp", "{reason}", {"reason": str(exc)}) from None
-    raise PydanticCustomError(
-        "timestamp",
-        "expected an RFC 3339 string, an aware datetime or a Timestamp, got {type}",
-        {"type": type(value).__name__},
-    )
-
-
-# Canonical RFC 3339 as Go writes it (fraction of 1-9 digits without trailing zero, non-zero
-# offset or Z) with days up to 28: anything else goes through the full parser.
-_CANONICAL = re.compile(
-    r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|1\d|2[0-8])T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d"
-    r"(?:\.\d{0,8}[1-9])?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)\Z"
-)
-
-
-def _validate_json_timestamp(value: Any) -> Timestamp:
-    if (
-        type(value) is str
-        and _CANONICAL.match(value) is not None
-        and not value.endswith(("+00:00", "-00:00"))
-    ):
-        return Timestamp._from_canonical_text(value)
-    return _validate_timestamp(value)

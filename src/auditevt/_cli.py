@@ -1,0 +1,192 @@
+"""The ``auditevt`` command line.
+
+Subcommands live in :data:`COMMANDS`, a table of :class:`Command` values: a name, a help line, a
+function that adds its arguments and a function that runs it. A subcommand implemented in
+another package (``migrate``, ``relay``, ``demo``, ``telemetry``) is added as one more entry whose
+two functions import that package when called, so ``auditevt`` itself still imports only
+pydantic and the standard library, and a missing extra is a one-line error, not a crash.
+
+A user error (a bad argument, an unreadable file, an unknown model) is one line on stderr and
+exit status 2; ``validate`` exits 1 when any event is invalid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import IO, NoReturn
+
+from pydantic import ValidationError
+
+from auditevt.__version__ import CONTRACT_VERSION, __version__
+from auditevt._event import Event
+from auditevt._fields import error_path
+from auditevt._schema import MODELS, json_schema, write_schema_files
+
+__all__ = ["COMMANDS", "Command", "UsageError", "build_parser", "main"]
+
+
+class UsageError(Exception):
+    """A mistake of the caller's: printed as one line, exit status 2."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand of ``auditevt``."""
+
+    name: str
+    """What the user types."""
+    help: str
+    """One line for ``auditevt --help``."""
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    """Adds the subcommand's arguments to its parser."""
+    run: Callable[[argparse.Namespace], int]
+    """Does the work and returns the exit status; raises :class:`UsageError` for user errors."""
+
+
+class _Parser(argparse.ArgumentParser):
+    # argparse prints its usage and exits on a bad argument; we want one line and a status.
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("auditevt").strip()
+        raise UsageError(f"{command}: {message}" if command else message)
+
+
+# --- schema -----------------------------------------------------------------------------------
+
+
+def _schema_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "model",
+        nargs="?",
+        default=None,
+        metavar="MODEL",
+        help=f"a model name (default Event): {', '.join(MODELS)}",
+    )
+    parser.add_argument(
+        "--write",
+        metavar="DIR",
+        help="write <Model>.json for every model into DIR instead of printing one schema "
+        "(regenerate the checked-in files with: auditevt schema --write src/auditevt/schemas)",
+    )
+
+
+def _schema_run(args: argparse.Namespace) -> int:
+    if args.write is not None:
+        if args.model is not None:
+            raise UsageError("schema: give either MODEL or --write, not both")
+        try:
+            paths = write_schema_files(args.write)
+        except OSError as exc:
+            raise UsageError(f"schema: cannot write to {args.write}: {exc.strerror}") from exc
+        print(f"wrote {len(paths)} schema files to {args.write}")
+        return 0
+    try:
+        schema = json_schema(args.model or "Event")
+    except ValueError as exc:
+        raise UsageError(f"schema: {exc}") from exc
+    print(json.dumps(schema, indent=2, ensure_ascii=False))
+    return 0
+
+
+# --- validate ---------------------------------------------------------------------------------
+
+
+def _validate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "file",
+        nargs="?",
+        default="-",
+        metavar="FILE",
+        help="JSON Lines, one Event a line (default -, standard input); blank lines are skipped",
+    )
+
+
+def _lines(path: str) -> Iterator[bytes]:
+    if path == "-":
+        yield from sys.stdin.buffer
+        return
+    try:
+        stream: IO[bytes] = open(path, "rb")  # noqa: SIM115 - closed below, after streaming
+    except OSError as exc:
+        raise UsageError(f"validate: cannot read {path}: {exc.strerror}") from exc
+    with stream:
+        yield from stream
+
+
+def _validate_run(args: argparse.Namespace) -> int:
+    valid = invalid = 0
+    out = sys.stdout
+    for number, line in enumerate(_lines(args.file), start=1):
+        if not line.strip():
+            continue
+        try:
+            Event.model_validate_json(line)
+        except ValidationError as exc:
+            invalid += 1
+            for error in exc.errors(include_url=False):
+                out.write(f"line {number}: {error_path(error)}: {error['msg']}\n")
+        else:
+            valid += 1
+    out.write(f"valid={valid} invalid={invalid}\n")
+    return 1 if invalid else 0
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command(
+        name="schema",
+        help="print the JSON Schema of Event or another model",
+        add_arguments=_schema_arguments,
+        run=_schema_run,
+    ),
+    Command(
+        name="validate",
+        help="check JSON Lines of Events; exit 1 if any is invalid",
+        add_arguments=_validate_arguments,
+        run=_validate_run,
+    ),
+)
+"""Every subcommand, in the order ``--help`` lists them."""
+
+
+def build_parser(commands: Sequence[Command] = COMMANDS) -> argparse.ArgumentParser:
+    """The argument parser of ``auditevt`` with one subparser per command."""
+    parser = _Parser(
+        prog="auditevt",
+        description="The audit event contract shared by the Core API and Telemetry.",
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"auditevt {__version__} (contract {CONTRACT_VERSION})",
+    )
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    for command in commands:
+        sub = subparsers.add_parser(command.name, help=command.help, description=command.help)
+        command.add_arguments(sub)
+        sub.set_defaults(_run=command.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``auditevt`` with ``argv`` (default ``sys.argv[1:]``) and return the exit status."""
+    try:
+        args = build_parser().parse_args(argv)
+        status: int = args._run(args)
+    except UsageError as exc:
+        print(f"auditevt: error: {exc}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # --help and --version
+        return exc.code if isinstance(exc.code, int) else 0
+    except BrokenPipeError:
+        # `auditevt schema | head` closed the pipe: not an error worth a traceback. Point
+        # stdout at devnull so the interpreter's final flush does not complain either.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    return status
