@@ -178,22 +178,41 @@ def test_cli_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert "schema" in out and "validate" in out
 
 
-def test_build_parser_takes_more_commands(capsys: pytest.CaptureFixture[str]) -> None:
-    seen: dict[str, Any] = {}
+def test_cli_lists_every_command() -> None:
+    assert [c.name for c in COMMANDS] == [
+        "demo",
+        "migrate",
+        "relay",
+        "telemetry",
+        "schema",
+        "validate",
+    ]
+    parser = build_parser()
+    args = parser.parse_args(["relay", "--database-url", "sqlite:///x", "--until-empty"])
+    assert (args.database_url, args.until_empty, args.telemetry_url) == ("sqlite:///x", True, None)
 
-    def add_arguments(parser: Any) -> None:
-        parser.add_argument("--database-url", required=True)
 
-    def run_migrate(args: Any) -> int:
-        seen["url"] = args.database_url
-        return 0
-
-    extra = Command("migrate", "create the tables", add_arguments, run_migrate)
-    parser = build_parser((*COMMANDS, extra))
-    args = parser.parse_args(["migrate", "--database-url", "sqlite:///x"])
-    assert args._run(args) == 0
-    assert seen == {"url": "sqlite:///x"}
-    assert [c.name for c in COMMANDS] == ["schema", "validate"]
+@pytest.mark.parametrize(
+    ("argv", "status", "message"),
+    [
+        (["migrate", "--database-url", "mysql://db/x"], 1, "unsupported database URL scheme"),
+        (["migrate", "--database-url", "postgresql://postgres@127.0.0.1:1/x"], 1, "port 1"),
+        (["migrate"], 2, "--database-url"),
+        (["relay", "--database-url", "ftp://x"], 2, "--database-url"),
+        (["demo", "--requests", "0"], 2, "requests=0"),
+        (["demo", "--requests", "many"], 2, "invalid int value"),
+        (["telemetry", "--failure-rate", "2"], 2, "failure_rate"),
+    ],
+)
+def test_cli_user_errors_are_one_line_without_traceback(
+    capsys: pytest.CaptureFixture[str], argv: list[str], status: int, message: str
+) -> None:
+    assert main(argv) == status
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert message in lines[0]
+    assert "Traceback" not in err
 
 
 def test_cli_runs_as_a_program(tmp_path: Path) -> None:

@@ -135,7 +135,159 @@ def _validate_run(args: argparse.Namespace) -> int:
     return 1 if invalid else 0
 
 
+# --- commands of the other packages (imported when run) ---------------------------------------
+
+
+def _database_url_argument(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    parser.add_argument(
+        "--database-url",
+        required=required,
+        metavar="URL",
+        help="postgresql+psycopg://user@host:5432/db or sqlite:///path.sqlite3",
+    )
+
+
+def _telemetry_url_argument(parser: argparse.ArgumentParser, default_help: str) -> None:
+    parser.add_argument(
+        "--telemetry-url",
+        metavar="URL",
+        help=f"Telemetry's base URL (https, or http on loopback); default: {default_help}",
+    )
+
+
+def _import_error(command: str, exc: ImportError) -> UsageError:
+    return UsageError(f"{command}: {exc}")
+
+
+def _migrate_arguments(parser: argparse.ArgumentParser) -> None:
+    _database_url_argument(parser, required=True)
+
+
+def _migrate_run(args: argparse.Namespace) -> int:
+    try:
+        from audit_middleware import MigrationError, migrate_command
+    except ImportError as exc:
+        raise _import_error("migrate", exc) from None
+    try:
+        print(migrate_command(args.database_url))
+    except MigrationError as exc:
+        print(f"auditevt migrate: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _relay_arguments(parser: argparse.ArgumentParser) -> None:
+    _database_url_argument(parser, required=True)
+    _telemetry_url_argument(parser, "$TELEMETRY_INTERNAL_URL")
+    parser.add_argument(
+        "--until-empty",
+        action="store_true",
+        help="exit 0 once the outbox holds nothing deliverable (default: run until SIGTERM)",
+    )
+    parser.add_argument(
+        "--metrics-port", type=int, metavar="PORT", help="serve Prometheus metrics on PORT"
+    )
+
+
+def _relay_run(args: argparse.Namespace) -> int:
+    try:
+        from audit_middleware import relay_command
+    except ImportError as exc:
+        raise _import_error("relay", exc) from None
+    return relay_command(
+        args.database_url, args.telemetry_url, args.until_empty, metrics_port=args.metrics_port
+    )
+
+
+def _demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--requests", type=int, default=200, metavar="N", help="audited requests (default 200)"
+    )
+    parser.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="where audit rows go (default: ./auditevt-demo.sqlite3, made anew)",
+    )
+    _telemetry_url_argument(parser, "a Telemetry stand-in on loopback")
+    parser.add_argument(
+        "--no-forward",
+        action="store_true",
+        help="leave events in the outbox (deliver them later with auditevt relay)",
+    )
+
+
+def _demo_run(args: argparse.Namespace) -> int:
+    try:
+        from audit_middleware._demo import demo_command
+    except ImportError as exc:
+        raise _import_error("demo", exc) from None
+    return demo_command(
+        requests=args.requests,
+        database_url=args.database_url,
+        telemetry_url=args.telemetry_url,
+        forward=not args.no_forward,
+    )
+
+
+def _telemetry_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8900, help="port (default 8900)")
+    parser.add_argument(
+        "--failure-rate",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="fail this share of requests (0 to 1) with 503/429/500, slow answers or drops",
+    )
+    parser.add_argument(
+        "--latency", type=float, default=0.0, metavar="S", help="seconds added to every answer"
+    )
+    parser.add_argument(
+        "--retry-after", type=int, default=1, metavar="S", help="Retry-After on 429/503"
+    )
+    parser.add_argument("--seed", type=int, default=None, help="seed for the fault dice")
+
+
+def _telemetry_run(args: argparse.Namespace) -> int:
+    try:
+        from telemetry_client.testing import telemetry_command
+    except ImportError as exc:
+        raise _import_error("telemetry", exc) from None
+    return telemetry_command(
+        args.host,
+        args.port,
+        args.failure_rate,
+        args.latency,
+        args.retry_after,
+        seed=args.seed,
+    )
+
+
 COMMANDS: tuple[Command, ...] = (
+    Command(
+        name="demo",
+        help="run a sample Core API with the middleware, the relay and a Telemetry stand-in",
+        add_arguments=_demo_arguments,
+        run=_demo_run,
+    ),
+    Command(
+        name="migrate",
+        help="create or upgrade the audit tables (and PostgreSQL's RLS, roles, triggers)",
+        add_arguments=_migrate_arguments,
+        run=_migrate_run,
+    ),
+    Command(
+        name="relay",
+        help="forward the outbox to Telemetry until stopped (or until empty)",
+        add_arguments=_relay_arguments,
+        run=_relay_run,
+    ),
+    Command(
+        name="telemetry",
+        help="serve a Telemetry stand-in (every endpoint, dedup, fault injection)",
+        add_arguments=_telemetry_arguments,
+        run=_telemetry_run,
+    ),
     Command(
         name="schema",
         help="print the JSON Schema of Event or another model",

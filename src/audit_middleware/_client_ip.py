@@ -1,0 +1,218 @@
+"""The client IP address of a request: the ASGI peer, or X-Forwarded-For through trusted proxies.
+
+``X-Forwarded-For`` is a list that every proxy *appends* its own peer to, so only its right-hand
+end is written by machines we trust; anything to the left of the first untrusted hop was written
+by whoever sent the request and may be forged. The rule, therefore:
+
+1. Start from the ASGI peer (``scope["client"]``). If it is not a trusted proxy, it is the client
+   and X-Forwarded-For is ignored entirely.
+2. Otherwise walk X-Forwarded-For (every header, concatenated in order) from the right, skipping
+   trusted proxies, and return the first untrusted address: the rightmost untrusted hop.
+3. An entry that is not an IP address (``unknown``, ``_hidden``, ``;drop``, an over-long value)
+   ends the walk: the answer is then the last address we trusted through, never anything to its
+   left.
+
+Addresses are normalised by :mod:`ipaddress`: ``ip:port`` and ``[v6]:port`` lose their port,
+IPv6 is written compressed and lower-case, and an IPv4-mapped IPv6 address (``::ffff:a.b.c.d``,
+as dual-stack sockets report IPv4 peers) becomes plain IPv4.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+__all__ = ["TrustedProxies", "forwarded_for_headers", "parse_address", "resolve_client_ip"]
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Longest legitimate entry: "[" + 39-char IPv6 + "%" + a short zone + "]:" + 5-digit port.
+_MAX_ENTRY_LENGTH = 64
+
+
+def _network(value: str | IPAddress | IPNetwork) -> IPNetwork:
+    if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        return value
+    if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return ipaddress.ip_network(value)
+    if not isinstance(value, str):
+        raise TypeError(
+            f"trusted proxy {value!r} must be a CIDR string or an ipaddress network, "
+            f"not {type(value).__name__}"
+        )
+    try:
+        network = ipaddress.ip_network(value.strip(), strict=True)
+    except ValueError as exc:
+        raise ValueError(f"trusted proxy {value!r} is not an IP network: {exc}") from None
+    mapped = getattr(network.network_address, "ipv4_mapped", None)
+    if mapped is not None and network.prefixlen >= 96:
+        # Peers are normalised to IPv4, so the trust list must be too.
+        return ipaddress.ip_network(f"{mapped}/{network.prefixlen - 96}")
+    return network
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class TrustedProxies:
+    """Which hops in front of the application may speak for the client.
+
+    Either a list of ``networks`` (CIDR strings such as ``"10.0.0.0/8"``, single addresses, or
+    :mod:`ipaddress` networks), or a number of ``hops`` for a fixed chain of proxies whose
+    addresses are not known in advance. The default trusts nobody: the client is the ASGI peer.
+
+    - ``TrustedProxies(["10.0.0.0/8"])``: a peer inside 10/8 is a proxy, and so is every
+      X-Forwarded-For entry inside 10/8; the first address outside it, from the right, is the
+      client.
+    - ``TrustedProxies(hops=2)``: exactly two proxies stand in front of the app (a CDN, then a
+      load balancer); the peer is the second, the rightmost X-Forwarded-For entry the first, and
+      the entry left of it the client. Use this only when every request is known to cross all of
+      them: a direct connection could then choose its own address.
+    """
+
+    networks: tuple[IPNetwork, ...] = ()
+    """Trusted proxy networks; a peer outside them means X-Forwarded-For is ignored."""
+    hops: int = 0
+    """Number of proxies in front of the app, counting the peer (0: use ``networks``)."""
+    _v4: tuple[ipaddress.IPv4Network, ...] = field(default=(), repr=False, compare=False)
+    _v6: tuple[ipaddress.IPv6Network, ...] = field(default=(), repr=False, compare=False)
+
+    def __init__(
+        self, networks: Iterable[str | IPAddress | IPNetwork] = (), *, hops: int = 0
+    ) -> None:
+        if isinstance(networks, str):
+            raise TypeError(
+                f"networks must be a list of CIDR strings, not the single string {networks!r}"
+            )
+        parsed = tuple(_network(item) for item in networks)
+        if type(hops) is not int or hops < 0:
+            raise ValueError(f"hops={hops!r} must be an int >= 0")
+        if hops and parsed:
+            raise ValueError(
+                f"give either networks or hops, not both (networks={[str(n) for n in parsed]}, "
+                f"hops={hops})"
+            )
+        object.__setattr__(self, "networks", parsed)
+        object.__setattr__(self, "hops", hops)
+        object.__setattr__(
+            self, "_v4", tuple(n for n in parsed if isinstance(n, ipaddress.IPv4Network))
+        )
+        object.__setattr__(
+            self, "_v6", tuple(n for n in parsed if isinstance(n, ipaddress.IPv6Network))
+        )
+
+    def trusts(self, address: IPAddress) -> bool:
+        """Whether ``address`` is inside one of the trusted networks."""
+        if isinstance(address, ipaddress.IPv4Address):
+            return any(address in network for network in self._v4)
+        return any(address in network for network in self._v6)
+
+    def client_ip(self, scope: Any) -> str:
+        """The client IP address of an ASGI HTTP ``scope`` under this policy."""
+        return resolve_client_ip(scope.get("client"), forwarded_for_headers(scope), self)
+
+
+def _normalise(address: IPAddress) -> IPAddress:
+    if isinstance(address, ipaddress.IPv6Address):
+        mapped = address.ipv4_mapped
+        if mapped is not None:
+            return mapped
+    return address
+
+
+@lru_cache(maxsize=8192)
+def parse_address(text: str) -> IPAddress | None:
+    """Parse one address as peers and proxies write it, or ``None`` when it is not one.
+
+    Accepts ``1.2.3.4``, ``1.2.3.4:80``, ``2001:db8::1``, ``[2001:db8::1]`` and
+    ``[2001:db8::1]:443``, with surrounding whitespace; IPv4-mapped IPv6 becomes IPv4.
+    Results are cached: the same peers and proxies come back request after request.
+    """
+    text = text.strip()
+    if not text or len(text) > _MAX_ENTRY_LENGTH:
+        return None
+    if text[0] == "[":
+        end = text.find("]")
+        if end < 0:
+            return None
+        rest = text[end + 1 :]
+        if rest and not (rest[0] == ":" and rest[1:].isdigit() and len(rest) <= 6):
+            return None
+        host = text[1:end]
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+        if not (port.isdigit() and len(port) <= 5):
+            return None
+    else:
+        host = text
+    try:
+        return _normalise(ipaddress.ip_address(host))
+    except ValueError:
+        return None
+
+
+def forwarded_for_headers(scope: Any) -> list[str]:
+    """Every ``X-Forwarded-For`` header value of an ASGI scope, in the order received."""
+    return [
+        value.decode("latin-1")
+        for name, value in scope.get("headers") or ()
+        if name.lower() == b"x-forwarded-for"
+    ]
+
+
+def _entries(forwarded_for: Sequence[str]) -> list[str]:
+    # Several headers are one list, concatenated in order (RFC 9110, section 5.3).
+    entries: list[str] = []
+    for header in forwarded_for:
+        entries.extend(header.split(","))
+    return entries
+
+
+def resolve_client_ip(
+    peer: Sequence[Any] | None, forwarded_for: Sequence[str], trusted: TrustedProxies
+) -> str:
+    """The client IP address: the rightmost untrusted hop, normalised (see the module doc).
+
+    ``peer`` is the ASGI ``scope["client"]`` (``(host, port)`` or ``None``) and
+    ``forwarded_for`` the X-Forwarded-For header values in order. Returns ``""`` when the peer
+    is unknown (a Unix socket with no trusted proxy rule to go by).
+    """
+    host = peer[0] if peer else None
+    address = parse_address(host) if isinstance(host, str) else None
+    if address is None:
+        # No peer to anchor the walk: nothing in X-Forwarded-For can be trusted.
+        return ""
+    if trusted.hops:
+        return _walk_hops(address, forwarded_for, trusted.hops)
+    if not trusted.trusts(address):
+        return str(address)
+    current = address
+    for entry in reversed(_entries(forwarded_for)):
+        if not entry.strip():
+            continue
+        hop = parse_address(entry)
+        if hop is None:
+            return str(current)
+        if not trusted.trusts(hop):
+            return str(hop)
+        current = hop
+    # Every hop was a trusted proxy: the leftmost of them is the best we know.
+    return str(current)
+
+
+def _walk_hops(peer: IPAddress, forwarded_for: Sequence[str], hops: int) -> str:
+    current = peer
+    remaining = hops - 1  # the peer is the nearest proxy; with one, the client is rightmost
+    for entry in reversed(_entries(forwarded_for)):
+        if not entry.strip():
+            continue
+        hop = parse_address(entry)
+        if hop is None:
+            return str(current)
+        if remaining == 0:
+            return str(hop)
+        remaining -= 1
+        current = hop
+    return str(current)

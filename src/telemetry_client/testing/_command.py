@@ -1,0 +1,68 @@
+"""``auditevt telemetry``: the stand-in as a process."""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from telemetry_client.testing._faults import FaultInjection
+from telemetry_client.testing._server import bind, run_server, url_of
+from telemetry_client.testing._standin import TelemetryStandIn
+
+__all__ = ["serve_forever", "telemetry_command"]
+
+
+def serve_forever(
+    host: str = "127.0.0.1",
+    port: int = 8900,
+    faults: FaultInjection | None = None,
+    *,
+    out: TextIO | None = None,
+) -> None:
+    """Serve a stand-in on ``host:port`` in this thread until SIGINT or SIGTERM.
+
+    Prints the base URL first (useful with ``port=0``). OSError when the port cannot be bound.
+    """
+    standin = TelemetryStandIn(faults)
+    sock = bind(host, port)
+    try:
+        stream = sys.stdout if out is None else out
+        print(
+            f"Telemetry stand-in on {url_of(sock)}: {standin.faults.describe()}",
+            file=stream,
+            flush=True,
+        )
+        run_server(standin.app, sock)
+    finally:
+        sock.close()
+
+
+def telemetry_command(
+    host: str = "127.0.0.1",
+    port: int = 8900,
+    failure_rate: float = 0.0,
+    latency: float = 0.0,
+    retry_after: int | None = 1,
+    *,
+    seed: int | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Run ``auditevt telemetry``; the exit status (2: bad arguments, 1: cannot listen)."""
+    errors = sys.stderr if err is None else err
+    try:
+        faults = FaultInjection(
+            failure_rate=failure_rate, latency=latency, retry_after=retry_after, seed=seed
+        )
+    except (TypeError, ValueError) as exc:
+        print(f"auditevt telemetry: error: {exc}", file=errors)
+        return 2
+    try:
+        serve_forever(host, port, faults, out=out)
+    except ValueError as exc:
+        print(f"auditevt telemetry: error: {exc}", file=errors)
+        return 2
+    except OSError as exc:
+        print(f"auditevt telemetry: error: cannot listen on {host}:{port}: {exc}", file=errors)
+        return 1
+    return 0

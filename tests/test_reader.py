@@ -1,0 +1,263 @@
+"""AuditReader: org-scoped listing, filters, keyset pagination, on PostgreSQL and SQLite."""
+
+from __future__ import annotations
+
+import socket
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from sqlalchemy import event as sa_event
+
+from audit_middleware import (
+    MAX_PAGE_SIZE,
+    AuditReader,
+    AuditRecord,
+    AuditStore,
+    Cursor,
+    Page,
+    ReaderError,
+    migrate,
+)
+from auditevt import Action, ActionContext, Event, Timestamp
+
+BASE = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def make_event(n: int, **overrides: Any) -> Event:
+    fields: dict[str, Any] = {
+        "action": [Action.CREATE, Action.UPDATE, Action.DELETE][n % 3],
+        "entity_type": "patient" if n % 2 else "appointment",
+        "entity_id": n % 5,
+        "user_id": 100 + n % 4,
+        "organization_id": 1,
+        "ip_address": "192.0.2.1",
+        "user_agent": "reader-test",
+        "request_path": f"/things/{n}",
+        "status_code": 200,
+        # One event a minute, with nanoseconds, written in a +05:30 offset.
+        "timestamp": Timestamp.parse(
+            (BASE + timedelta(minutes=n))
+            .astimezone(timezone(timedelta(hours=5, minutes=30)))
+            .isoformat()
+            .replace("+05:30", f".{n:03d}000007+05:30")
+        ),
+    }
+    fields.update(overrides)
+    return Event(**fields)
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+async def url(request: pytest.FixtureRequest) -> str:
+    """A migrated database; on PostgreSQL reached as the application role (RLS applies)."""
+    if request.param == "postgresql":
+        pg_url: str = request.getfixturevalue("pg_url")
+        await migrate(pg_url)
+        return f"{pg_url}?options=-crole%3Dauditevt_app"
+    sqlite_url: str = request.getfixturevalue("sqlite_url")
+    await migrate(sqlite_url)
+    return sqlite_url
+
+
+async def write(url: str, events: list[Event]) -> list[Any]:
+    async with AuditStore.from_url(url) as store:
+        return [await store.write(e) for e in events]
+
+
+async def all_pages(reader: AuditReader, organization_id: int, **filters: Any) -> list[Page]:
+    pages = [await reader.list_events(organization_id, **filters)]
+    while pages[-1].next_cursor is not None:
+        pages.append(
+            await reader.list_events(organization_id, after=pages[-1].next_cursor, **filters)
+        )
+    return pages
+
+
+@pytest.mark.anyio
+async def test_reader_lists_events_exactly_as_written_newest_first(url: str) -> None:
+    events = [
+        make_event(0, changes={"password": "[REDACTED]", "n": [1, 2.5, None]}),
+        make_event(1, action_context=ActionContext.BREAK_GLASS, break_glass_id=0),
+        make_event(2, user_agent="<script>&\u2028"),
+    ]
+    ids = await write(url, events)
+    async with AuditReader(url) as reader:
+        page = await reader.list_events(1)
+    assert page.next_cursor is None
+    assert [r.event_id for r in page.items] == ids[::-1]
+    for record, event in zip(page.items, events[::-1], strict=True):
+        assert isinstance(record, AuditRecord)
+        assert record.event == event
+        assert record.event.to_json() == event.to_json()  # nanoseconds and offset intact
+        assert record.inserted_at.tzinfo is not None
+        assert abs(record.inserted_at - datetime.now(UTC)) < timedelta(minutes=5)
+    assert page.items[0].id > page.items[1].id > page.items[2].id
+
+
+@pytest.mark.anyio
+async def test_reader_keyset_pages_cover_everything_once(url: str) -> None:
+    ids = await write(url, [make_event(n) for n in range(23)])
+    async with AuditReader(url) as reader:
+        pages = await all_pages(reader, 1, limit=5)
+    assert [len(p.items) for p in pages] == [5, 5, 5, 5, 3]
+    listed = [r.event_id for p in pages for r in p.items]
+    assert listed == ids[::-1]
+
+
+@pytest.mark.anyio
+async def test_reader_pages_through_equal_timestamps_by_id(url: str) -> None:
+    same = Timestamp.parse("2024-03-01T12:00:00.5Z")
+    ids = await write(url, [make_event(n, timestamp=same) for n in range(7)])
+    async with AuditReader(url) as reader:
+        pages = await all_pages(reader, 1, limit=2)
+        cursor = Cursor.decode(pages[0].next_cursor or "")
+    assert [r.event_id for p in pages for r in p.items] == ids[::-1]
+    assert cursor.timestamp == datetime(2024, 3, 1, 12, 0, 0, 500000, tzinfo=UTC)
+
+
+@pytest.mark.anyio
+async def test_reader_never_returns_another_organizations_rows(url: str) -> None:
+    await write(url, [make_event(n, organization_id=1 + n % 3) for n in range(30)])
+    async with AuditReader(url) as reader:
+        for org in (1, 2, 3):
+            page = await reader.list_events(org)
+            assert len(page.items) == 10
+            assert {r.event.organization_id for r in page.items} == {org}
+        assert (await reader.list_events(4)).items == []
+
+
+@pytest.mark.anyio
+async def test_reader_filters(url: str) -> None:
+    events = [make_event(n) for n in range(30)]
+    await write(url, events)
+
+    async def listed(**filters: Any) -> list[int]:
+        async with AuditReader(url) as reader:
+            pages = await all_pages(reader, 1, limit=4, **filters)
+        return sorted(int(r.event.request_path.rsplit("/", 1)[1]) for p in pages for r in p.items)
+
+    assert await listed(entity_type="patient") == [n for n in range(30) if n % 2]
+    assert await listed(entity_type="patient", entity_id=3) == [3, 13, 23]
+    assert await listed(user_id=101) == [n for n in range(30) if n % 4 == 1]
+    assert await listed(action=Action.DELETE) == [n for n in range(30) if n % 3 == 2]
+    assert await listed(action="UPDATE", user_id=100) == [4, 16, 28]
+    # since is inclusive, until exclusive; any offset; a Timestamp works too.
+    since = BASE + timedelta(minutes=10)
+    until = (BASE + timedelta(minutes=14)).astimezone(timezone(timedelta(hours=-7)))
+    assert await listed(since=since, until=until) == [10, 11, 12, 13]
+    assert await listed(since=Timestamp.from_datetime(BASE + timedelta(minutes=27))) == [
+        27,
+        28,
+        29,
+    ]
+    assert await listed(until=BASE + timedelta(minutes=2)) == [0, 1]
+    assert await listed(entity_type="nothing") == []
+
+
+@pytest.mark.anyio
+async def test_reader_limit_bounds(url: str) -> None:
+    await write(url, [make_event(n) for n in range(3)])
+    async with AuditReader(url) as reader:
+        page = await reader.list_events(1, limit=1)
+        assert len(page.items) == 1 and page.next_cursor is not None
+        page = await reader.list_events(1, limit=MAX_PAGE_SIZE)
+        assert len(page.items) == 3 and page.next_cursor is None
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "named"),
+    [
+        ({"organization_id": "1"}, TypeError, "organization_id='1'"),
+        ({"organization_id": True}, TypeError, "organization_id=True"),
+        ({"organization_id": 2**63}, ValueError, "organization_id=9223372036854775808"),
+        ({"entity_type": ""}, ValueError, "entity_type=''"),
+        ({"entity_id": 1.5}, TypeError, "entity_id=1.5"),
+        ({"user_id": None, "action": "READ"}, ValueError, "action='READ'"),
+        ({"since": datetime(2024, 1, 1)}, ValueError, "since=datetime"),
+        ({"until": "2024-01-01"}, TypeError, "until='2024-01-01'"),
+        ({"since": BASE, "until": BASE - timedelta(1)}, ValueError, "is after until"),
+        ({"limit": 0}, ValueError, "limit=0"),
+        ({"limit": 1001}, ValueError, "limit=1001"),
+        ({"limit": "10"}, ValueError, "limit='10'"),
+        ({"after": "garbage!"}, ValueError, "after='garbage!'"),
+        ({"after": "MjoxOjE"}, ValueError, "after='MjoxOjE'"),  # "2:1:1", unknown version
+        ({"after": 12}, TypeError, "after=12"),
+    ],
+)
+@pytest.mark.anyio
+async def test_reader_rejects_bad_filter_values(
+    sqlite_url: str, arguments: dict[str, Any], error: type[Exception], named: str
+) -> None:
+    arguments = {"organization_id": 1, **arguments}
+    reader = AuditReader(sqlite_url)
+    with pytest.raises(error) as caught:
+        await reader.list_events(**arguments)
+    assert named in str(caught.value)
+
+
+def test_reader_cursor_round_trips() -> None:
+    cursor = Cursor(timestamp=datetime(2024, 3, 1, 12, 0, 0, 1, tzinfo=UTC), id=2**40)
+    text = cursor.encode()
+    assert text.isascii() and "=" not in text and "/" not in text and "+" not in text
+    assert Cursor.decode(text) == cursor
+    with pytest.raises(ValueError, match="aware"):
+        Cursor(timestamp=datetime(2024, 1, 1), id=1)
+    with pytest.raises(ValueError, match="id=-1"):
+        Cursor(timestamp=datetime(2024, 1, 1, tzinfo=UTC), id=-1)
+
+
+@pytest.mark.anyio
+async def test_reader_unreachable_database_raises_reader_error() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    async with AuditReader(f"postgresql://postgres@127.0.0.1:{port}/audit") as reader:
+        with pytest.raises(ReaderError, match="could not read audit rows"):
+            await reader.list_events(1)
+
+
+@pytest.mark.anyio
+async def test_reader_shares_an_engine_without_closing_it(sqlite_url: str) -> None:
+    await migrate(sqlite_url)
+    async with AuditStore.from_url(sqlite_url) as store:
+        await store.write(make_event(1))
+        async with AuditReader(store.engine) as reader:
+            assert len((await reader.list_events(1)).items) == 1
+        await store.write(make_event(2))  # the engine is still open
+    with pytest.raises(TypeError, match="engine_or_url"):
+        AuditReader(42)  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_reader_postgresql_scopes_one_read_only_transaction_per_call(pg_url: str) -> None:
+    await migrate(pg_url)
+    url = f"{pg_url}?options=-crole%3Dauditevt_app"
+    await write(url, [make_event(n, organization_id=5) for n in range(3)])
+    reader = AuditReader(url, pool_size=1, max_overflow=0)
+    seen: list[tuple[str, Any, bool]] = []
+
+    @sa_event.listens_for(reader.engine.sync_engine, "before_cursor_execute")
+    def _record(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        dbapi = conn.connection.dbapi_connection
+        words = statement.split()
+        seen.append((f"{words[0]} {words[1]}", parameters, dbapi.read_only))
+
+    @sa_event.listens_for(reader.engine.sync_engine, "commit")
+    def _commit(conn: Any) -> None:
+        seen.append(("COMMIT", None, True))
+
+    page = await reader.list_events(5, limit=2)
+    assert len(page.items) == 2
+    # set_config first, in the same transaction as the query, then the commit ends both.
+    assert [(s[0], s[2]) for s in seen] == [
+        ("SELECT set_config('auditevt.organization_id',", True),
+        ("SELECT audit_log.id,", True),
+        ("COMMIT", True),
+    ]
+    assert seen[0][1] == {"org": "5"}
+    async with reader.engine.connect() as conn:  # the pooled connection afterwards: no tenant
+        setting = await conn.exec_driver_sql(
+            "SELECT current_setting('auditevt.organization_id', true)"
+        )
+        assert setting.scalar_one() in (None, "")
+    await reader.aclose()
