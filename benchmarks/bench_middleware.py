@@ -12,8 +12,8 @@ one PostgreSQL database this benchmark creates and drops:
 
 Both are driven in-process through ``httpx.ASGITransport`` by the same number of concurrent
 clients, alternately, round by round (the order flips each round), so machine noise hits both
-alike. ``overhead_ratio`` = audited requests/s over plain requests/s, the median over the paired
-rounds (the ratio of the totals is in ``detail``); goal >= 0.85.
+alike. ``overhead_ratio`` = audited requests/s over plain requests/s, each over all its rounds
+(the median of the per-round ratios is in ``detail``); goal >= 0.85.
 """
 
 from __future__ import annotations
@@ -198,15 +198,13 @@ def _database() -> tuple[str, Callable[[], None]]:
 
 
 def run(quick: bool) -> list[dict[str, Any]]:
-    rounds, requests = (8, 200) if quick else (20, 600)
+    rounds, requests = (12, 200) if quick else (24, 600)
     url, drop = _database()
     try:
         result = asyncio.run(_measure(url, rounds, requests))
     finally:
         drop()
-    # The median of the paired rounds: a burst of load from elsewhere on a shared machine skews
-    # one round, not the figure.
-    ratio = statistics.median(result["round_ratios"])
+    ratio = result["audited_rps"] / result["plain_rps"]
     detail = {
         "quick": quick,
         "rounds": rounds,
@@ -216,7 +214,8 @@ def run(quick: bool) -> list[dict[str, Any]]:
         "audited_rps": round(result["audited_rps"], 1),
         "plain_rps": round(result["plain_rps"], 1),
         "round_ratios": [round(r, 3) for r in result["round_ratios"]],
-        "aggregate_ratio": round(result["audited_rps"] / result["plain_rps"], 3),
+        # Robust to a burst of load from elsewhere on a shared machine, which skews one round.
+        "median_round_ratio": round(statistics.median(result["round_ratios"]), 3),
         "goal": ">= 0.85",
     }
     return [

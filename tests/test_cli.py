@@ -5,13 +5,12 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import jsonschema
 import pytest
 
 from auditevt import CONTRACT_VERSION, MODELS, __version__, json_schema
-from auditevt._cli import COMMANDS, Command, build_parser, main
+from auditevt._cli import COMMANDS, build_parser, main
 
 GOLDEN = Path(__file__).parent / "data" / "go-golden.jsonl"
 

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from auditevt import Action, ActionContext, Event, Timestamp
+from test_event import as_go_numbers
 
 HERE = Path(__file__).parent
 
@@ -72,16 +73,6 @@ def go_roundtrip(binary: Path, lines: list[str]) -> list[str]:
     out = result.stdout.splitlines()
     assert len(out) == len(lines)
     return out
-
-
-def as_go_numbers(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: as_go_numbers(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [as_go_numbers(item) for item in value]
-    if isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value
 
 
 def random_events(count: int, seed: int) -> list[Event]:

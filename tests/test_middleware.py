@@ -592,15 +592,6 @@ async def test_record_skip_and_late_call(store: AuditStore) -> None:
     assert "after the response started" in error
 
 
-def test_record_without_middleware_raises() -> None:
-    with pytest.raises(RuntimeError, match="no AuditMiddleware"):
-        record(changes={"a": 1})
-    with pytest.raises(RuntimeError, match="no AuditMiddleware"):
-        record({"type": "http", "state": {}}, changes={"a": 1})
-    with pytest.raises(TypeError, match="Request or an ASGI scope"):
-        record(42)
-
-
 @pytest.mark.anyio
 async def test_record_rejects_bad_values() -> None:
     errors: list[str] = []
@@ -803,7 +794,9 @@ async def test_middleware_counts_in_prometheus(store: AuditStore) -> None:
     from prometheus_client import REGISTRY
 
     def written() -> float:
-        value = REGISTRY.get_sample_value("audit_middleware_requests_total", {"outcome": "written"})
+        value = REGISTRY.get_sample_value(
+            "audit_middleware_requests_total", {"outcome": "written"}
+        )
         return value or 0.0
 
     before = written()
@@ -811,6 +804,11 @@ async def test_middleware_counts_in_prometheus(store: AuditStore) -> None:
         await http.post("/patients", json={"id": 1}, headers=USER)
         await http.post("/patients", json={"id": 2}, headers=USER)
     assert written() == before + 2
+    # Opted out: counted on the middleware only.
+    stats = AuditStats()
+    async with client(build_starlette(store, AuditConfig(prometheus=False), stats)) as http:
+        await http.post("/patients", json={"id": 3}, headers=USER)
+    assert (stats.written, written()) == (1, before + 2)
 
 
 @pytest.mark.parametrize(

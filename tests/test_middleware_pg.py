@@ -290,18 +290,21 @@ def server(server_db: str) -> Iterator[str]:
     process = subprocess.Popen(command, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
+        # Ready once both workers have answered (each poll is a new connection).
         deadline = time.monotonic() + 60
-        while True:
+        pids: set[str] = set()
+        while len(pids) < 2:
             if process.poll() is not None:
                 raise RuntimeError(f"uvicorn exited with {process.returncode}")
             try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
+                response = httpx.get(f"{base}/health", timeout=1)
+                if response.status_code == 200:
+                    pids.add(response.headers["x-pid"])
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start within 60 s")
-            time.sleep(0.1)
+                raise RuntimeError(f"uvicorn workers not ready within 60 s (saw {pids})")
+            time.sleep(0.05)
         yield base
     finally:
         process.terminate()

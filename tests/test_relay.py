@@ -210,6 +210,50 @@ async def test_relay_splits_a_refused_batch_and_dead_letters_only_the_broken_eve
     assert standin.request_counts()[INGEST] <= 2 * 4 + 1
 
 
+async def test_relay_sets_aside_a_row_that_cannot_even_be_sent(store: AuditStore) -> None:
+    good = await write_events(store, 5)
+    async with store.engine.begin() as conn:  # not a JSON object: no envelope can hold it
+        await conn.execute(
+            sa.insert(AUDIT_OUTBOX).values(
+                event_id=uuid.uuid4(), audit_id=0, organization_id=7, payload="null"
+            )
+        )
+    good += await write_events(store, 2)
+    standin = TelemetryStandIn()
+    async with client_for(standin.app) as client:
+        relay = OutboxRelay(store, client, config=config())
+        stats = await relay.run_until_empty()
+
+    assert standin.event_ids() == set(good)
+    assert (stats.delivered, stats.dead_lettered, stats.pending) == (7, 1, 0)
+    (letter,) = await relay.outbox.dead_letters()
+    assert letter.reason.startswith("cannot be sent: ") and "not a JSON object" in letter.reason
+
+
+async def test_relay_survives_an_unexpected_error_and_says_so(
+    pg_store: AuditStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    await write_events(pg_store, 2)
+    standin = TelemetryStandIn()
+    client = client_for(standin.app)
+    await client.aclose()  # a misuse: the relay's client was closed under it
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        if len(pauses) == 3:
+            relay.request_stop()
+
+    caplog.set_level(logging.ERROR, "audit_middleware.relay")
+    relay = OutboxRelay(pg_store, client, config=config(lease_seconds=0.05), sleep=sleep)
+    await relay.run_forever()
+
+    assert len(pauses) == 3
+    (message,) = [r for r in caplog.records if "failed unexpectedly" in r.getMessage()]
+    assert "is closed" in message.getMessage() and message.exc_info is not None
+    assert (await relay.stats()).pending == 2  # nothing lost
+
+
 async def test_relay_splits_a_batch_that_is_too_large_for_telemetry(store: AuditStore) -> None:
     event_ids = await write_events(store, 40, padding=200)
     standin = TelemetryStandIn(max_body_bytes=8 * 1024)  # ~16 of these events fit in a request
@@ -485,7 +529,7 @@ def test_relay_config_rejects_bad_values() -> None:
         RelayConfig(sweep_interval=float("inf"))
     with pytest.raises(ValueError, match="owner must be a non-empty string or None, got ' '"):
         RelayConfig(owner=" ")
-    with pytest.raises(TypeError, match="backoff must be a OutboxBackoff"):
+    with pytest.raises(TypeError, match="backoff must be an OutboxBackoff"):
         RelayConfig(backoff=1.0)  # type: ignore[arg-type]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib.util
 import os
 import signal
 import subprocess
@@ -231,7 +232,20 @@ class RecordingOutbox(Outbox):
 async def test_two_relays_share_one_outbox_without_claiming_the_same_rows(
     store: AuditStore, pg_url: str
 ) -> None:
-    event_ids = await write_events(store, 800)
+    event_ids = [uuid.uuid4() for _ in range(800)]
+    async with store.engine.begin() as conn:  # the outbox rows alone, in one go
+        await conn.execute(
+            sa.insert(AUDIT_OUTBOX),
+            [
+                {
+                    "event_id": event_id,
+                    "audit_id": number,
+                    "organization_id": 3,
+                    "payload": make_event(number).to_json(),
+                }
+                for number, event_id in enumerate(event_ids)
+            ],
+        )
     standin = TelemetryStandIn(FaultInjection(latency=0.01))
     claims: list[tuple[str, list[int], float]] = []
     with standin.serve() as url:
@@ -284,3 +298,22 @@ async def test_one_relay_drains_a_sqlite_outbox_over_http(sqlite_url: str) -> No
 
     assert standin.event_ids() == set(event_ids)
     assert (stats.delivered, stats.pending, remaining) == (150, 0, 0)
+
+
+@pytest.mark.slow
+def test_relay_outage_keeps_memory_bounded_and_delivers_everything_after() -> None:
+    # The benchmark's app process (AuditMiddleware + in-app relay, Telemetry down), with fewer
+    # events: the backlog must wait in PostgreSQL, not in the process.
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_relay.py"
+    spec = importlib.util.spec_from_file_location("bench_relay", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    entry = bench.outage(3_000)
+
+    detail = entry["detail"]
+    assert entry["name"] == "relay.outage_rss_mib"
+    assert entry["value"] <= 20, detail
+    assert detail["pending_when_telemetry_came_back"] == 4_000  # 1,000 warm-up + 3,000
+    assert detail["all_delivered"] and detail["pending_after_recovery"] == 0, detail

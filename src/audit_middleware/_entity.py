@@ -59,28 +59,27 @@ def _to_id(value: Any) -> int:
     return 0
 
 
-def _from_segments(
-    segments: Sequence[str], param_value: Callable[[str], Any], singularize: bool
-) -> tuple[str, int]:
-    # segments: static names, or "\0name" for a parameter called name.
+def _locate(segments: Sequence[str], singularize: bool) -> tuple[str, str | None]:
+    """``(entity_type, name of the id parameter or None)``; segments are static names, or
+    ``"\0name"`` for a parameter called name."""
     for index in range(len(segments) - 1, -1, -1):
         segment = segments[index]
         if segment.startswith("\0") or not segment or _SKIPPED.fullmatch(segment):
             continue
-        entity_id = 0
-        if index + 1 < len(segments) and segments[index + 1].startswith("\0"):
-            entity_id = _to_id(param_value(segments[index + 1][1:]))
-        return (singular(segment) if singularize else segment), entity_id
-    return "", 0
+        following = segments[index + 1] if index + 1 < len(segments) else ""
+        param = following[1:] if following.startswith("\0") else None
+        return (singular(segment) if singularize else segment), param
+    return "", None
 
 
 @lru_cache(maxsize=1024)
-def _template_segments(template: str) -> tuple[str, ...]:
+def _template_entity(template: str, singularize: bool) -> tuple[str, str | None]:
+    # Route templates are few and fixed: parse each once.
     segments = []
     for part in template.split("/"):
         match = _PARAM.search(part)
         segments.append("\0" + match.group(1) if match else part)
-    return tuple(segments)
+    return _locate(segments, singularize)
 
 
 def route_entity(scope: Any, *, singularize: bool = True) -> tuple[str, int]:
@@ -89,9 +88,12 @@ def route_entity(scope: Any, *, singularize: bool = True) -> tuple[str, int]:
     template = getattr(route, "path", None)
     # A Mount around a plain ASGI app matches only its prefix: the raw path says more.
     if isinstance(template, str) and not hasattr(route, "routes"):
+        entity_type, param = _template_entity(template, singularize)
+        if param is None:
+            return entity_type, 0
         params: Mapping[str, Any] = scope.get("path_params") or {}
-        return _from_segments(_template_segments(template), params.get, singularize)
+        return entity_type, _to_id(params.get(param))
     raw = [part for part in str(scope.get("path", "")).split("/") if part]
-    values = {str(i): part for i, part in enumerate(raw)}
     segments = ["\0" + str(i) if _ID_LIKE.fullmatch(part) else part for i, part in enumerate(raw)]
-    return _from_segments(segments, values.__getitem__, singularize)
+    entity_type, param = _locate(segments, singularize)
+    return entity_type, (0 if param is None else _to_id(raw[int(param)]))

@@ -6,6 +6,7 @@ Our exception tree::
     ├── StoreError              an audit row could not be written (bad value, constraint, ...)
     │   └── StoreUnavailable    ... because the database could not be reached or went away
     ├── ReaderError             an audit query failed
+    ├── OutboxError             an outbox operation of the relay (claim, ack, ...) failed
     └── MigrationError          the schema could not be migrated (bad URL, unreachable, failed DDL)
 
 Bad arguments (an unknown URL scheme, a naive datetime, a limit out of range) raise ``ValueError``
@@ -23,6 +24,7 @@ import sqlalchemy.exc
 __all__ = [
     "AuditError",
     "MigrationError",
+    "OutboxError",
     "ReaderError",
     "StoreError",
     "StoreUnavailable",
@@ -40,6 +42,10 @@ class StoreError(AuditError):
 
 class StoreUnavailable(StoreError):
     """The database could not be reached, or the connection broke during the write."""
+
+
+class OutboxError(AuditError):
+    """An outbox operation (claim, acknowledge, reschedule, ...) failed in the database."""
 
 
 class ReaderError(AuditError):

@@ -1,17 +1,19 @@
-"""Counters of what the middleware did: a plain dataclass, mirrored to Prometheus when installed.
+"""Counters of what the middleware did: a plain dataclass, exported to Prometheus when installed.
 
-``prometheus_client`` is optional. Its counter is created on the first count, never at import,
-and once per process (registering the same name twice is an error), so any number of middleware
-instances share it, told apart by nothing but their outcomes.
+Requests only add to :class:`AuditStats` fields (no lock, no lookup). When ``prometheus_client``
+is installed, a collector registered once per process, on the first request of the first
+middleware that wants it (never at import), reads every tracked ``AuditStats`` at scrape time
+and reports their sums as the counter ``audit_middleware_requests_total{outcome=...}``.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
-__all__ = ["PROMETHEUS_COUNTER", "AuditStats", "Outcome"]
+__all__ = ["PROMETHEUS_COUNTER", "AuditStats", "Outcome", "track"]
 
 Outcome = Literal["written", "failed", "failed_open", "skipped", "anonymous"]
 
@@ -19,10 +21,9 @@ PROMETHEUS_COUNTER = "audit_middleware_requests_total"
 """Name of the Prometheus counter, labelled ``outcome`` (the :class:`AuditStats` field names)."""
 
 _lock = threading.Lock()
-_counter: Any = None
-_loaded = False
-# counter.labels() takes a lock and builds a key; the five children are looked up once.
-_children: dict[str, Any] = {}
+_registered = False
+# Strong references: a counter must never go down, so a stopped middleware's counts stay.
+_tracked: list[AuditStats] = []
 
 
 @dataclass(slots=True)
@@ -41,32 +42,41 @@ class AuditStats:
     """Events built with the anonymous organization (no organization was authenticated)."""
 
 
-def _prometheus_counter() -> Any:
-    global _counter, _loaded
+_OUTCOMES = tuple(field.name for field in fields(AuditStats))
+
+
+class _StatsCollector:
+    """A ``prometheus_client`` collector summing every tracked ``AuditStats`` at scrape time."""
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily
+
+        family = CounterMetricFamily(
+            PROMETHEUS_COUNTER.removesuffix("_total"),
+            "Audited requests handled by AuditMiddleware, by outcome.",
+            labels=["outcome"],
+        )
+        with _lock:
+            tracked = list(_tracked)
+        for outcome in _OUTCOMES:
+            family.add_metric([outcome], sum(getattr(stats, outcome) for stats in tracked))
+        yield family
+
+    def describe(self) -> Iterator[Any]:
+        # Registration must not call collect(); nothing to describe ahead of time.
+        return iter(())
+
+
+def track(stats: AuditStats) -> None:
+    """Report ``stats`` to Prometheus (registering the collector on first use, if installed)."""
+    global _registered
     with _lock:
-        if not _loaded:
-            _loaded = True
+        if not _registered:
+            _registered = True
             try:
-                from prometheus_client import Counter
+                from prometheus_client import REGISTRY
             except ImportError:
-                _counter = None
-            else:
-                _counter = Counter(
-                    PROMETHEUS_COUNTER,
-                    "Audited requests handled by AuditMiddleware, by outcome.",
-                    ["outcome"],
-                )
-        return _counter
-
-
-def count(stats: AuditStats, outcome: Outcome, prometheus: bool) -> None:
-    """Add one to ``stats.<outcome>`` and to the Prometheus counter when enabled."""
-    setattr(stats, outcome, getattr(stats, outcome) + 1)
-    if prometheus:
-        child = _children.get(outcome)
-        if child is None:
-            counter = _prometheus_counter()
-            if counter is None:
                 return
-            child = _children[outcome] = counter.labels(outcome)
-        child.inc()
+            REGISTRY.register(_StatsCollector())
+        if not any(seen is stats for seen in _tracked):
+            _tracked.append(stats)

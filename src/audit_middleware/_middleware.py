@@ -30,7 +30,7 @@ import anyio
 from audit_middleware._client_ip import TrustedProxies, resolve_client_ip
 from audit_middleware._context import STATE_KEY, RequestAudit, reset_current, set_current
 from audit_middleware._entity import EntityResolver, route_entity
-from audit_middleware._metrics import AuditStats, count
+from audit_middleware._metrics import AuditStats, track
 from audit_middleware._ratelimit_log import RateLimitedLog
 from audit_middleware._redaction import RedactionPolicy, Redactor
 from auditevt import Action, ActionContext, Event, Timestamp
@@ -150,7 +150,7 @@ class AuditConfig:
     write_timeout: float | None = 10.0
     """Seconds a write may take before it counts as failed; None waits indefinitely."""
     prometheus: bool = True
-    """Mirror the counters to ``prometheus_client`` when it is installed."""
+    """Report the counters to ``prometheus_client`` (read at scrape time) when installed."""
 
     def __post_init__(self) -> None:
         for method, action in self.methods.items():
@@ -260,6 +260,7 @@ class AuditMiddleware:
         # Log throttles (not request state: shared by every request, like the counters).
         self._anonymous_log = RateLimitedLog(logger, interval=60.0)
         self._last_traceback = -math.inf
+        self._tracked = not self.config.prometheus  # reported to Prometheus on first request
 
     def _audited_path(self, path: str) -> bool:
         config = self.config
@@ -272,6 +273,9 @@ class AuditMiddleware:
             await self.app(scope, receive, send)
             return
 
+        if not self._tracked:
+            self._tracked = True
+            track(self.stats)
         action = self.config.methods.get(scope["method"])
         audited = action is not None and self._audited_path(scope["path"])
         audit = RequestAudit(audited=audited)
@@ -350,9 +354,14 @@ class AuditMiddleware:
             # Shielded: a request cancelled mid-write (Starlette cancels a streaming response
             # when the client goes away) is still audited.
             with anyio.CancelScope(shield=True):
-                event = await self._build(scope, audit, action, path, timestamp, status)
+                resolved: Any = None
+                if config.identity_resolver is not None:
+                    resolved = config.identity_resolver(scope)
+                    if inspect.isawaitable(resolved):
+                        resolved = await resolved
+                event = self._build(scope, audit, action, path, timestamp, status, resolved)
                 if event is None:
-                    count(self.stats, "skipped", config.prometheus)
+                    self.stats.skipped += 1
                     return True
                 timeout = config.write_timeout
                 if timeout is None:
@@ -365,7 +374,7 @@ class AuditMiddleware:
                     with anyio.fail_after(timeout):
                         await self.sink.write(event)
         except Exception as exc:
-            count(self.stats, "failed", config.prometheus)
+            self.stats.failed += 1
             where = (
                 f"{scope['method']} {path} status={status}"
                 + ("" if event is None else f" organization_id={event.organization_id}")
@@ -378,7 +387,7 @@ class AuditMiddleware:
             if traceback:
                 self._last_traceback = now
             if config.fail_open:
-                count(self.stats, "failed_open", config.prometheus)
+                self.stats.failed_open += 1
                 logger.error(
                     "audit write FAILED and fail_open is set: the response goes out WITHOUT "
                     "an audit row (%s)",
@@ -388,10 +397,10 @@ class AuditMiddleware:
                 return True
             logger.error("audit write failed, answering 503 (%s)", where, exc_info=traceback)
             return False
-        count(self.stats, "written", config.prometheus)
+        self.stats.written += 1
         return True
 
-    async def _build(
+    def _build(
         self,
         scope: Scope,
         audit: RequestAudit,
@@ -399,16 +408,16 @@ class AuditMiddleware:
         path: str,
         timestamp: Timestamp,
         status: int,
+        resolved: Any,
     ) -> Event | None:
+        """The event, or None when it is not to be written; ``resolved`` is what the
+        identity resolver returned (None without one)."""
         config = self.config
         if audit.skip or (config.should_audit is not None and not config.should_audit(scope)):
             return None
         state: Mapping[str, Any] = scope.get("state") or {}
 
         if config.identity_resolver is not None:
-            resolved = config.identity_resolver(scope)
-            if inspect.isawaitable(resolved):
-                resolved = await resolved
             user_id, organization_id = resolved
             for name, value in (("user_id", user_id), ("organization_id", organization_id)):
                 if value is not None and type(value) is not int:
@@ -420,7 +429,7 @@ class AuditMiddleware:
             if config.on_missing_organization == "skip":
                 return None
             organization_id = config.anonymous_organization_id
-            count(self.stats, "anonymous", config.prometheus)
+            self.stats.anonymous += 1
             if isinstance(status, int) and status < 400:
                 # Usually a route missing its authentication: say so once a minute per route.
                 route = getattr(scope.get("route"), "path", path)

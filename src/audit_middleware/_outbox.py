@@ -44,7 +44,7 @@ import sqlalchemy.exc
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from audit_middleware._exceptions import AuditError, map_database_error
+from audit_middleware._exceptions import OutboxError, map_database_error
 from audit_middleware._tables import AUDIT_OUTBOX
 from auditevt._ingest import MAX_INGEST_ITEMS
 
@@ -72,10 +72,6 @@ MAX_REASON_LENGTH = 2000
 _T = AUDIT_OUTBOX
 _ID_ARRAY = postgresql.ARRAY(sa.BigInteger())
 _SQLITE_TIME = "%Y-%m-%d %H:%M:%f"
-
-
-class OutboxError(AuditError):
-    """An outbox operation (claim, acknowledge, reschedule, ...) failed in the database."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -293,10 +289,10 @@ class Outbox:
         if name not in ("postgresql", "sqlite"):
             raise ValueError(f"the outbox runs on PostgreSQL or SQLite, not {name!r}")
         if backoff is not None and not isinstance(backoff, OutboxBackoff):
-            raise TypeError(f"backoff must be a OutboxBackoff, got {type(backoff).__name__}")
+            raise TypeError(f"backoff must be an OutboxBackoff, got {type(backoff).__name__}")
         self._engine = engine
-        # Every operation but one is a single statement, atomic on its own: on PostgreSQL,
-        # autocommit spares the BEGIN and COMMIT round trips.
+        # Each operation is a single statement, atomic on its own (dead_letter_many aside): on
+        # PostgreSQL, autocommit spares the BEGIN and COMMIT round trips.
         self._autocommit = (
             engine.execution_options(isolation_level="AUTOCOMMIT")
             if name == "postgresql"

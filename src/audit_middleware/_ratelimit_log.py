@@ -43,10 +43,13 @@ class RateLimitedLog:
         self._max_reasons = max_reasons
         self._reasons: dict[str, _Reason] = {}
 
-    def log(self, level: int, reason: str, message: str, *args: object) -> bool:
+    def log(
+        self, level: int, reason: str, message: str, *args: object, exc_info: bool = False
+    ) -> bool:
         """Log ``message % args`` unless ``reason`` was logged less than ``interval`` ago.
 
         Returns whether it logged. A message that follows held-back ones ends with how many.
+        ``exc_info`` adds the exception being handled, as ``logging`` does.
         """
         now = self._clock()
         seen = self._reasons.get(reason)
@@ -61,7 +64,7 @@ class RateLimitedLog:
         self._reasons[reason] = _Reason(last_logged=now)
         if suppressed:
             message = f"{message} ({suppressed} similar message(s) suppressed)"
-        self._logger.log(level, message, *args)
+        self._logger.log(level, message, *args, exc_info=exc_info)
         return True
 
     def clear(self, reason: str | None = None) -> bool:

@@ -19,11 +19,12 @@ one batch and settles each event by Telemetry's answer:
   broken receiver cannot turn the whole outbox into dead letters. Splitting stops after a few
   requests without any answer for the same reason;
 * any other 4xx (401, 403, 404, ...) is a configuration problem, never the events': the batch
-  is rescheduled and the failure logged, once a minute.
+  is rescheduled and the failure logged, once a minute;
+* a row whose JSON no envelope can hold (not an object) is dead-lettered at once, unsent.
 
-Only the batch in flight is held in memory, whatever the backlog: the backlog waits in the
-database. Each batch is sent within three quarters of its lease, so no other relay can claim
-its rows while it is still in flight.
+Only the batch in flight (``max_in_flight`` batches, one by default) is held in memory,
+whatever the backlog: the backlog waits in the database. Each batch is sent within three
+quarters of its lease, so no other relay can claim its rows while it is still in flight.
 """
 
 from __future__ import annotations
@@ -32,14 +33,9 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import math
-import os
 import random
-import secrets
-import socket
 import time
 import uuid
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -47,15 +43,12 @@ from typing import Any, Protocol, Self
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from audit_middleware._exceptions import AuditError
-from audit_middleware._outbox import (
-    DEFAULT_MAX_BATCH_BYTES,
-    Outbox,
-    OutboxBackoff,
-    OutboxItem,
-)
+from audit_middleware._outbox import Outbox, OutboxItem
 from audit_middleware._ratelimit_log import RateLimitedLog
+from audit_middleware._relay_config import RelayConfig, RelayStats, check_seconds, default_owner
+from audit_middleware._relay_metrics import RelayMetrics, metrics_for
 from auditevt import Event
-from auditevt._ingest import MAX_INGEST_ITEMS, IngestStatus
+from auditevt._ingest import IngestStatus
 from telemetry_client import (
     AsyncTelemetryClient,
     HTTPStatusError,
@@ -77,115 +70,6 @@ _SEND_SHARE = 0.75
 
 #: How long a relay that is being cancelled spends giving its claimed rows back.
 _RELEASE_TIMEOUT = 2.0
-
-
-def default_owner() -> str:
-    """A lease owner id unique to this relay: ``host:pid:random``."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-
-
-def _check_number(name: str, value: object, *, positive: bool = True) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"RelayConfig.{name} must be a number of seconds, got {value!r}")
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
-        bound = "> 0" if positive else ">= 0"
-        raise ValueError(f"RelayConfig.{name} must be finite and {bound}, got {value!r}")
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class RelayConfig:
-    """How a relay batches, leases, waits and backs off. Every field has a safe default."""
-
-    batch_size: int = 500
-    """Most events per request (1 to 500, the envelope's limit)."""
-    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
-    """Most bytes of envelope per request (1 MiB); a bigger single event is sent alone."""
-    lease_seconds: float = 60.0
-    """How long a claim holds its rows; after a crash they are claimable again this much later.
-
-    A batch is given up (and rescheduled) after three quarters of it, so keep it above the
-    client's retry deadline plus its read timeout if you want those retries to run their course.
-    """
-    sweep_interval: float = 2.0
-    """Longest sleep of an idle relay before it looks again without being notified: picks up
-    rows written by other processes, retries coming due and rows of crashed relays."""
-    drain_timeout: float = 10.0
-    """How long ``stop()`` (and the ASGI lifespan's shutdown) keeps delivering before it leaves
-    the rest for the next start."""
-    backoff: OutboxBackoff = dataclasses.field(default_factory=OutboxBackoff)
-    """Backoff of rescheduled rows (in database time), and of this relay's pause after a
-    failure when Telemetry did not say how long to wait."""
-    max_pause: float = 300.0
-    """The longest pause a ``Retry-After`` can impose on this relay, in seconds."""
-    stats_interval: float = 15.0
-    """How often the Prometheus gauges (pending, oldest pending age, dead letters) are
-    refreshed from the database while the relay runs."""
-    log_interval: float = 60.0
-    """A persistent failure is logged at most once per this many seconds, per reason."""
-    max_in_flight: int = 1
-    """Batches in flight at once (PostgreSQL only; SQLite sends one at a time). More than one
-    keeps Telemetry busy while the relay claims and acknowledges; memory stays bounded by
-    ``max_in_flight`` batches, whatever the backlog."""
-    max_split_requests: int = 20
-    """Requests a refused batch may spend on splitting before any is answered (then the
-    refusal is taken to be Telemetry's and the batch rescheduled)."""
-    owner: str | None = None
-    """The lease owner id; None gives each relay its own ``host:pid:random``."""
-    metrics: bool = True
-    """Export Prometheus metrics when ``prometheus_client`` is installed."""
-
-    def __post_init__(self) -> None:
-        size = self.batch_size
-        if isinstance(size, bool) or not isinstance(size, int):
-            raise TypeError(f"RelayConfig.batch_size must be an int, got {size!r}")
-        if not 1 <= size <= MAX_INGEST_ITEMS:
-            raise ValueError(
-                f"RelayConfig.batch_size must be from 1 to {MAX_INGEST_ITEMS}, got {size!r}"
-            )
-        limit = self.max_batch_bytes
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1024:
-            raise ValueError(f"RelayConfig.max_batch_bytes must be an int >= 1024, got {limit!r}")
-        for name in ("lease_seconds", "sweep_interval", "stats_interval"):
-            _check_number(name, getattr(self, name))
-        for name in ("drain_timeout", "max_pause", "log_interval"):
-            _check_number(name, getattr(self, name), positive=False)
-        if not isinstance(self.backoff, OutboxBackoff):
-            raise TypeError(f"RelayConfig.backoff must be a OutboxBackoff, got {self.backoff!r}")
-        flight = self.max_in_flight
-        if isinstance(flight, bool) or not isinstance(flight, int) or not 1 <= flight <= 16:
-            raise ValueError(
-                f"RelayConfig.max_in_flight must be an int from 1 to 16, got {flight!r}"
-            )
-        splits = self.max_split_requests
-        if isinstance(splits, bool) or not isinstance(splits, int) or splits < 0:
-            raise ValueError(f"RelayConfig.max_split_requests must be an int >= 0, got {splits!r}")
-        if self.owner is not None and (not isinstance(self.owner, str) or not self.owner.strip()):
-            raise ValueError(
-                f"RelayConfig.owner must be a non-empty string or None, got {self.owner!r}"
-            )
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class RelayStats:
-    """The outbox as the database sees it, and what this relay did since it was created."""
-
-    pending: int
-    """Events not yet delivered nor dead-lettered, in the whole outbox."""
-    leased: int
-    """Of those, events some relay is sending right now."""
-    oldest_pending_age_s: float
-    """Seconds since the oldest pending event was written (0 when none is pending): alert on
-    this one."""
-    dead_letters: int
-    """Dead-lettered events kept in the outbox (all relays, all time, until re-driven)."""
-    delivered: int
-    """Events this relay saw answered ``accepted`` or ``duplicate``."""
-    retried: int
-    """Event deliveries this relay rescheduled after a failure."""
-    dead_lettered: int
-    """Events this relay dead-lettered."""
-    batches: int
-    """Requests this relay sent that got an answer."""
 
 
 class _HasEngine(Protocol):
@@ -230,65 +114,6 @@ class _Settlement:
     retry_after: float | None = None
     answered: int = 0
     split_requests: int = 0
-
-
-class _Metrics:
-    """The relay's Prometheus metrics, one set per registry (names may be registered once)."""
-
-    def __init__(self, registry: Any) -> None:
-        from prometheus_client import Counter, Gauge
-
-        self.pending = Gauge(
-            "auditevt_outbox_pending",
-            "Audit events waiting in the outbox (not delivered, not dead-lettered).",
-            registry=registry,
-        )
-        self.oldest_age = Gauge(
-            "auditevt_outbox_oldest_pending_age_seconds",
-            "Seconds since the oldest pending audit event was written; alert on this.",
-            registry=registry,
-        )
-        self.dead_letters = Gauge(
-            "auditevt_outbox_dead_letters",
-            "Dead-lettered audit events kept in the outbox.",
-            registry=registry,
-        )
-        self.delivered = Counter(
-            "auditevt_relay_delivered",
-            "Audit events Telemetry answered accepted or duplicate.",
-            registry=registry,
-        )
-        self.retried = Counter(
-            "auditevt_relay_retried",
-            "Audit event deliveries rescheduled after a failure.",
-            registry=registry,
-        )
-        self.dead_lettered = Counter(
-            "auditevt_relay_dead_lettered",
-            "Audit events dead-lettered (rejected by Telemetry).",
-            registry=registry,
-        )
-
-
-_metrics_by_registry: weakref.WeakKeyDictionary[Any, _Metrics] = weakref.WeakKeyDictionary()
-
-
-def _metrics_for(registry: Any) -> _Metrics | None:
-    try:
-        import prometheus_client
-    except ImportError:
-        return None
-    if registry is None:
-        registry = prometheus_client.REGISTRY
-    metrics = _metrics_by_registry.get(registry)
-    if metrics is None:
-        try:
-            metrics = _Metrics(registry)
-        except ValueError as exc:  # the names are taken by someone else's collectors
-            logger.warning("relay metrics disabled: %s", exc)
-            return None
-        _metrics_by_registry[registry] = metrics
-    return metrics
 
 
 class OutboxRelay:
@@ -339,7 +164,7 @@ class OutboxRelay:
         self._sleep = sleep
         self._clock = clock
         self._log = RateLimitedLog(logger, interval=config.log_interval, clock=clock)
-        self._metrics: _Metrics | None = None
+        self._metrics: RelayMetrics | None = None
         # Counters since creation.
         self._delivered = 0
         self._retried = 0
@@ -469,14 +294,16 @@ class OutboxRelay:
         stops; without it, it stops after the batch in flight. When ``timeout`` runs out, the
         batch in flight is abandoned and its rows given back (due at once for the next start;
         Telemetry deduplicates any that did arrive). Never hangs: it returns within
-        ``timeout`` plus a couple of seconds. Idempotent.
+        ``timeout`` plus a couple of seconds. Never raises either: an error that ended the
+        relay is logged. Idempotent. (A relay run with ``run_forever()`` or
+        ``run_until_empty()`` is stopped with ``request_stop()`` or by cancelling it.)
         """
         task = self._task
         if task is None:
             return
         if timeout is None:
             timeout = self._config.drain_timeout
-        _check_number("timeout", timeout, positive=False)
+        check_seconds("timeout", timeout, positive=False)
         self.request_stop(drain=drain)
         try:
             await asyncio.wait_for(asyncio.shield(task), timeout)
@@ -487,6 +314,9 @@ class OutboxRelay:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        except Exception:
+            # Shutdown goes on: what the relay did not deliver waits in the outbox.
+            logger.error("relay %s had stopped with an error", self._owner, exc_info=True)
         finally:
             self._task = None
 
@@ -543,7 +373,7 @@ class OutboxRelay:
         if self._draining or self._stop_after_batch:
             self._stopping.set()  # stop() came before the task got going
         if self._config.metrics and self._metrics is None:
-            self._metrics = _metrics_for(self._registry)
+            self._metrics = metrics_for(self._registry)
         try:
             yield
         finally:
@@ -599,6 +429,20 @@ class OutboxRelay:
             except AuditError as exc:  # the database failed us (claim or settle)
                 self._consecutive_failures += 1
                 self._log.log(logging.ERROR, "database", "relay cannot use the outbox: %s", exc)
+                pause = self._failure_pause(None)
+                items = []
+            except Exception as exc:
+                # A bug or a misuse (a closed client): keep the relay alive and say so. The
+                # rows of the batch keep their lease and are claimable again once it expires.
+                self._consecutive_failures += 1
+                self._log.log(
+                    logging.ERROR,
+                    f"unexpected {type(exc).__name__}",
+                    "relay %s failed unexpectedly: %r",
+                    self._owner,
+                    exc,
+                    exc_info=True,
+                )
                 pause = self._failure_pause(None)
                 items = []
             if pause > 0:
@@ -703,6 +547,16 @@ class OutboxRelay:
             else:
                 key = f"HTTP {status}" if status is not None else _error_kind(exc)
                 self._fail(settlement, items, key, str(exc), getattr(exc, "retry_after", None))
+            return
+        except (TypeError, ValueError) as exc:
+            # The envelope could not even be built: a row whose JSON is not an object on its
+            # face. That is the row's fault alone; find it and set it aside, send the rest.
+            if len(items) == 1:
+                settlement.rejected[items[0].id] = f"cannot be sent: {exc}"
+                return
+            middle = len(items) // 2
+            for half in (items[:middle], items[middle:]):
+                await self._send(half, settlement, deadline)
             return
         settlement.answered += 1
         self._batches += 1

@@ -143,7 +143,7 @@ async def late_record(request: Request) -> Response:
 
 
 async def health(request: Request) -> Response:
-    return JSONResponse({"ok": True})
+    return JSONResponse({"ok": True}, headers={"x-pid": str(os.getpid())})
 
 
 ROUTES = [

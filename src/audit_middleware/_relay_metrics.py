@@ -1,0 +1,71 @@
+"""The relay's Prometheus metrics: created on first use, never at import, once per registry."""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from typing import Any
+
+__all__ = ["RelayMetrics", "metrics_for"]
+
+logger = logging.getLogger("audit_middleware.relay")
+
+
+class RelayMetrics:
+    """The relay's Prometheus metrics, one set per registry (names may be registered once)."""
+
+    def __init__(self, registry: Any) -> None:
+        from prometheus_client import Counter, Gauge
+
+        self.pending = Gauge(
+            "auditevt_outbox_pending",
+            "Audit events waiting in the outbox (not delivered, not dead-lettered).",
+            registry=registry,
+        )
+        self.oldest_age = Gauge(
+            "auditevt_outbox_oldest_pending_age_seconds",
+            "Seconds since the oldest pending audit event was written; alert on this.",
+            registry=registry,
+        )
+        self.dead_letters = Gauge(
+            "auditevt_outbox_dead_letters",
+            "Dead-lettered audit events kept in the outbox.",
+            registry=registry,
+        )
+        self.delivered = Counter(
+            "auditevt_relay_delivered",
+            "Audit events Telemetry answered accepted or duplicate.",
+            registry=registry,
+        )
+        self.retried = Counter(
+            "auditevt_relay_retried",
+            "Audit event deliveries rescheduled after a failure.",
+            registry=registry,
+        )
+        self.dead_lettered = Counter(
+            "auditevt_relay_dead_lettered",
+            "Audit events dead-lettered (rejected by Telemetry).",
+            registry=registry,
+        )
+
+
+_metrics_by_registry: weakref.WeakKeyDictionary[Any, RelayMetrics] = weakref.WeakKeyDictionary()
+
+
+def metrics_for(registry: Any) -> RelayMetrics | None:
+    """The metrics in ``registry`` (None: the default one); None without prometheus_client."""
+    try:
+        import prometheus_client
+    except ImportError:
+        return None
+    if registry is None:
+        registry = prometheus_client.REGISTRY
+    metrics = _metrics_by_registry.get(registry)
+    if metrics is None:
+        try:
+            metrics = RelayMetrics(registry)
+        except ValueError as exc:  # the names are taken by someone else's collectors
+            logger.warning("relay metrics disabled: %s", exc)
+            return None
+        _metrics_by_registry[registry] = metrics
+    return metrics
