@@ -117,7 +117,9 @@ def test_cli_validate_reports_each_invalid_line(
     report = out.splitlines()
     assert report[-1] == "valid=2 invalid=3"
     assert report[0].startswith("line 2: user_id: ")
+    assert report[0].endswith("(got '42')")
     assert report[1].startswith("line 4: timestamp: ")
+    assert report[1].endswith("(got '2026-11-27T10:11:12')")
     assert report[2].startswith("line 5: (root): Invalid JSON")
     assert len(report) == 4
 

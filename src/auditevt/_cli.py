@@ -18,7 +18,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, NoReturn
+from typing import IO, Any, NoReturn
 
 from pydantic import ValidationError
 
@@ -117,6 +117,15 @@ def _lines(path: str) -> Iterator[bytes]:
         yield from stream
 
 
+def _got(error: Any) -> str:
+    """`` (got VALUE)`` for a scalar input, so the line names the bad value too."""
+    value = error.get("input")
+    if error["type"] in ("missing", "json_invalid") or isinstance(value, dict | list):
+        return ""
+    text = repr(value)
+    return f" (got {text[:77] + '...' if len(text) > 80 else text})"
+
+
 def _validate_run(args: argparse.Namespace) -> int:
     valid = invalid = 0
     out = sys.stdout
@@ -128,7 +137,7 @@ def _validate_run(args: argparse.Namespace) -> int:
         except ValidationError as exc:
             invalid += 1
             for error in exc.errors(include_url=False):
-                out.write(f"line {number}: {error_path(error)}: {error['msg']}\n")
+                out.write(f"line {number}: {error_path(error)}: {error['msg']}{_got(error)}\n")
         else:
             valid += 1
     out.write(f"valid={valid} invalid={invalid}\n")
