@@ -23,7 +23,7 @@ def python_blocks(path: Path) -> list[str]:
 
 def test_docs_exist_and_have_examples() -> None:
     names = {path.name for path in DOCS}
-    assert {"contract.md", "getting-started.md", "security.md", "operations.md"} <= names
+    assert {"api.md", "contract.md", "getting-started.md", "security.md", "operations.md"} <= names
     assert sum(len(python_blocks(path)) for path in DOCS) >= 10
 
 
@@ -38,3 +38,15 @@ def test_docs_python_examples_run(
         code = compile(block, f"{path.name} (python block {number})", "exec")
         exec(code, namespace)
     assert os.getcwd() == str(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "package", ["auditevt", "telemetry_client", "telemetry_client.testing", "audit_middleware"]
+)
+def test_docs_api_reference_lists_every_public_name(package: str) -> None:
+    import importlib
+
+    reference = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    section = reference.split(f"## `{package}`\n", 1)[1].split("\n## ", 1)[0]
+    listed = re.findall(r"^\| `([A-Za-z_][A-Za-z0-9_]*)` \|", section, re.MULTILINE)
+    assert listed == list(importlib.import_module(package).__all__)
