@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import subprocess
@@ -17,10 +18,12 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from starlette.applications import Starlette
 
 from apps.audited_app import build_fastapi, build_starlette
 from audit_middleware import (
     AuditConfig,
+    AuditMiddleware,
     AuditStats,
     AuditStore,
     TrustedProxies,
@@ -417,3 +420,45 @@ async def test_middleware_pg_uvicorn_client_disconnects_are_audited_once(
     assert await _rows(server_db, 3002) == partial_rows
     assert [(r[0], r[3]) for r in slow_rows] == [(5, 201)]
     assert [(r[0], r[3]) for r in partial_rows] == [(6, 499)]
+
+
+async def _run_lifespan(app: Any) -> list[str]:
+    """Drive an ASGI app through startup and shutdown; the message types it sent."""
+    incoming = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    sent: list[str] = []
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message["type"])
+
+    await app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)
+    return sent
+
+
+@pytest.mark.anyio
+async def test_middleware_pg_warns_at_startup_when_the_role_bypasses_rls(
+    pg_store: AuditStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = AuditMiddleware(Starlette(), sink=pg_store)
+    with caplog.at_level(logging.WARNING, logger="audit_middleware"):
+        sent = await _run_lifespan(app)
+    assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("row-level security is bypassed" in w and "superuser" in w for w in warnings)
+
+
+@pytest.mark.anyio
+async def test_middleware_pg_unmigrated_database_is_reported_at_startup(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = AuditStore.from_url(pg_url)
+    try:
+        app = AuditMiddleware(Starlette(), sink=store)
+        with caplog.at_level(logging.ERROR, logger="audit_middleware"):
+            sent = await _run_lifespan(app)
+    finally:
+        await store.aclose()
+    assert sent[0] == "lifespan.startup.complete"
+    assert any("check at start-up failed" in r.getMessage() for r in caplog.records)

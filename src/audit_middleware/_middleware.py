@@ -270,6 +270,8 @@ class AuditMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                receive = self._checking_sink_at_startup(receive)
             await self.app(scope, receive, send)
             return
 
@@ -336,6 +338,32 @@ class AuditMiddleware:
                 await self._audit(scope, audit, action, path, timestamp, 500)
         finally:
             reset_current(token)
+
+    def _checking_sink_at_startup(self, receive: Receive) -> Receive:
+        async def receive_and_check() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self._check_sink()
+            return message
+
+        return receive_and_check
+
+    async def _check_sink(self) -> None:
+        # At start-up, say loudly what would make the audit trail unsafe (a role that bypasses
+        # row-level security) or unwritable (no tables); requests then answer 503, so the app
+        # still starts and the problem is in the log before the first request.
+        check = getattr(self.sink, "check", None)
+        if not callable(check):
+            return
+        try:
+            await check()
+        except Exception as exc:
+            logger.error(
+                "audit store check at start-up failed; audited requests will answer 503 until "
+                "it works: %s: %s",
+                type(exc).__name__,
+                exc,
+            )
 
     async def _audit(
         self,
