@@ -270,7 +270,7 @@ class AuditMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            if scope["type"] == "lifespan":
+            if scope["type"] == "lifespan" and callable(getattr(self.sink, "check", None)):
                 receive = self._checking_sink_at_startup(receive)
             await self.app(scope, receive, send)
             return
@@ -352,11 +352,8 @@ class AuditMiddleware:
         # At start-up, say loudly what would make the audit trail unsafe (a role that bypasses
         # row-level security) or unwritable (no tables); requests then answer 503, so the app
         # still starts and the problem is in the log before the first request.
-        check = getattr(self.sink, "check", None)
-        if not callable(check):
-            return
         try:
-            await check()
+            await self.sink.check()  # type: ignore[attr-defined]
         except Exception as exc:
             logger.error(
                 "audit store check at start-up failed; audited requests will answer 503 until "
