@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from audit_middleware import AuditStore
 
 # The server CI and developers run (.ci/run starts it when it is down); override to point
 # the tests elsewhere.
@@ -44,3 +48,24 @@ def pg_url() -> Iterator[str]:
 def sqlite_url(tmp_path: Path) -> str:
     """A SQLite database file in the test's temporary directory."""
     return f"sqlite+aiosqlite:///{tmp_path / 'audit.sqlite3'}"
+
+
+@pytest.fixture
+async def pg_store(pg_url: str) -> AsyncIterator[AuditStore]:
+    """An ``AuditStore`` on a fresh, migrated PostgreSQL database."""
+    from audit_middleware import AuditStore, migrate
+
+    await migrate(pg_url)
+    async with AuditStore.from_url(pg_url) as store:
+        yield store
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[AuditStore]:
+    """An ``AuditStore`` on a fresh, migrated database: once on PostgreSQL, once on SQLite."""
+    from audit_middleware import AuditStore, migrate
+
+    url = request.getfixturevalue("pg_url" if request.param == "postgresql" else "sqlite_url")
+    await migrate(url)
+    async with AuditStore.from_url(url) as audit_store:
+        yield audit_store

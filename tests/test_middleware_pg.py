@@ -11,7 +11,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,16 +48,6 @@ PROXY = AuditConfig(trusted_proxies=TrustedProxies(["127.0.0.1/32"]))
 def libpq(url: str) -> str:
     """The SQLAlchemy URL as a libpq DSN for psycopg."""
     return url.replace("postgresql+psycopg://", "postgresql://", 1)
-
-
-@pytest.fixture
-async def pg_store(pg_url: str) -> AsyncIterator[AuditStore]:
-    await migrate(pg_url)
-    store = AuditStore.from_url(pg_url)
-    try:
-        yield store
-    finally:
-        await store.aclose()
 
 
 # -- (a) 1,000 concurrent mixed requests from 20 organizations -------------------------------

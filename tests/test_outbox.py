@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from audit_middleware import AuditStore, migrate
+from audit_middleware import AuditStore
 from audit_middleware._outbox import (
     ITEM_OVERHEAD_BYTES,
     Outbox,
@@ -37,21 +36,6 @@ def make_event(number: int, *, organization_id: int = 7, padding: int = 0) -> Ev
         status_code=201,
         timestamp=Timestamp.now(),
     )
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[AuditStore]:
-    url = request.getfixturevalue("pg_url" if request.param == "postgresql" else "sqlite_url")
-    await migrate(url)
-    async with AuditStore.from_url(url) as audit_store:
-        yield audit_store
-
-
-@pytest.fixture
-async def pg_store(pg_url: str) -> AsyncIterator[AuditStore]:
-    await migrate(pg_url)
-    async with AuditStore.from_url(pg_url) as audit_store:
-        yield audit_store
 
 
 async def write_events(store: AuditStore, count: int, **kwargs: int) -> list[uuid.UUID]:

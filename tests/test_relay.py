@@ -83,21 +83,6 @@ def client_for(app: Starlette, retry: RetryPolicy = FAST_RETRY) -> AsyncTelemetr
     )
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[AuditStore]:
-    url = request.getfixturevalue("pg_url" if request.param == "postgresql" else "sqlite_url")
-    await migrate(url)
-    async with AuditStore.from_url(url) as audit_store:
-        yield audit_store
-
-
-@pytest.fixture
-async def pg_store(pg_url: str) -> AsyncIterator[AuditStore]:
-    await migrate(pg_url)
-    async with AuditStore.from_url(pg_url) as audit_store:
-        yield audit_store
-
-
 async def write_events(store: AuditStore, count: int, **kwargs: int) -> list[uuid.UUID]:
     return [await store.write(make_event(number, **kwargs)) for number in range(count)]
 
