@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -32,16 +33,23 @@ def _admin_execute(sql: str) -> None:
         conn.execute(sql)
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database (SQLAlchemy URL), dropped after the test."""
-    name = f"auditevt_test_{uuid.uuid4().hex[:12]}"
+@contextlib.contextmanager
+def fresh_pg_database(prefix: str = "auditevt_test") -> Iterator[str]:
+    """Create an empty PostgreSQL database; yield its SQLAlchemy URL; drop it afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     _admin_execute(f'CREATE DATABASE "{name}"')
     base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
     try:
         yield f"{base}/{name}"
     finally:
         _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database (SQLAlchemy URL), dropped after the test."""
+    with fresh_pg_database() as url:
+        yield url
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +29,7 @@ from audit_middleware import (
     migrate,
     migrate_sync,
 )
-from conftest import PG_ADMIN_DSN
+from conftest import PG_ADMIN_DSN, fresh_pg_database
 from test_middleware import (
     SECRETS,
     USER,
@@ -257,17 +256,9 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server_db() -> Iterator[str]:
-    name = f"auditevt_mw_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    url = f"{base}/{name}"
-    try:
+    with fresh_pg_database("auditevt_mw") as url:
         migrate_sync(url)
         yield url
-    finally:
-        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="module")
