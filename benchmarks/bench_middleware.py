@@ -37,7 +37,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from audit_middleware import AuditMiddleware, AuditStore, migrate_sync, record
-from audit_middleware._store import create_engine
+from audit_middleware.storage._store import create_engine
 from auditevt import Action, Event, Timestamp
 
 ADMIN_DSN = os.environ.get("AUDITEVT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")

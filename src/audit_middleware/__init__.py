@@ -1,58 +1,77 @@
 """audit_middleware: the Core API side of auditevt.
 
-Durable, synchronous audit writes (``AuditStore``) into an append-only ``audit_log`` with a
-delivery outbox, org-scoped reads under PostgreSQL row-level security (``AuditReader``), and the
-schema as packaged Alembic migrations (``migrate``).
+Three subsystems, one folder each:
+
+- ``request``: ``AuditMiddleware`` (pure ASGI), its ``AuditConfig``, ``record()`` for handlers,
+  client IP, entity and identity resolution, redaction;
+- ``storage``: ``AuditStore`` (audit row and outbox row, committed before the response),
+  ``AuditReader`` (org-scoped under PostgreSQL row-level security), the ``Outbox`` queue and the
+  packaged Alembic migrations (``migrate``);
+- ``delivery``: ``OutboxRelay``, which forwards the outbox to Telemetry.
+
+Every public name is importable from here. Needs the ``middleware`` extra.
 """
 
-import importlib.util
+import importlib.util as _importlib_util
 
 _REQUIRED = ("starlette", "sqlalchemy", "psycopg", "aiosqlite", "alembic", "httpx", "tenacity")
-_missing = [name for name in _REQUIRED if importlib.util.find_spec(name) is None]
+_missing = [name for name in _REQUIRED if _importlib_util.find_spec(name) is None]
 if _missing:
     raise ImportError(
-        f"audit_middleware needs {', '.join(_missing)}: pip install 'auditevt[middleware]'"
+        f"audit_middleware needs {', '.join(_missing)}: pip install 'auditevt[middleware]'",
+        name=_missing[0],
     )
 
-from audit_middleware._client_ip import TrustedProxies, resolve_client_ip  # noqa: E402
-from audit_middleware._context import record  # noqa: E402
-from audit_middleware._entity import route_entity  # noqa: E402
 from audit_middleware._exceptions import (  # noqa: E402
     AuditError,
     MigrationError,
+    OutboxError,
     ReaderError,
     StoreError,
     StoreUnavailable,
 )
-from audit_middleware._metrics import AuditStats  # noqa: E402
-from audit_middleware._middleware import (  # noqa: E402
+from audit_middleware.delivery import (  # noqa: E402
+    OutboxRelay,
+    RelayConfig,
+    RelayStats,
+    relay_command,
+)
+from audit_middleware.request import (  # noqa: E402
     DEFAULT_METHODS,
     AuditConfig,
     AuditMiddleware,
     AuditSink,
+    AuditStats,
+    EntityResolver,
+    IdentityResolver,
+    RedactionPolicy,
+    Redactor,
+    TrustedProxies,
+    record,
+    resolve_client_ip,
+    route_entity,
 )
-from audit_middleware._migrate import migrate, migrate_command, migrate_sync  # noqa: E402
-from audit_middleware._outbox import (  # noqa: E402
-    DeadLetter,
-    Outbox,
-    OutboxBackoff,
-    OutboxError,
-    OutboxItem,
-    OutboxStats,
-)
-from audit_middleware._reader import (  # noqa: E402
+from audit_middleware.storage import (  # noqa: E402
     MAX_PAGE_SIZE,
     AuditReader,
     AuditRecord,
+    AuditStore,
     Cursor,
+    DeadLetter,
+    Outbox,
+    OutboxBackoff,
+    OutboxItem,
+    OutboxStats,
     Page,
+    migrate,
+    migrate_command,
+    migrate_sync,
+    new_event_id,
 )
-from audit_middleware._redaction import RedactionPolicy  # noqa: E402
-from audit_middleware._relay import OutboxRelay, RelayConfig, RelayStats  # noqa: E402
-from audit_middleware._relay_cli import relay_command  # noqa: E402
-from audit_middleware._store import AuditStore, new_event_id  # noqa: E402
 
 __all__ = [
+    "DEFAULT_METHODS",
+    "MAX_PAGE_SIZE",
     "AuditConfig",
     "AuditError",
     "AuditMiddleware",
@@ -62,9 +81,9 @@ __all__ = [
     "AuditStats",
     "AuditStore",
     "Cursor",
-    "DEFAULT_METHODS",
     "DeadLetter",
-    "MAX_PAGE_SIZE",
+    "EntityResolver",
+    "IdentityResolver",
     "MigrationError",
     "Outbox",
     "OutboxBackoff",
@@ -75,6 +94,7 @@ __all__ = [
     "Page",
     "ReaderError",
     "RedactionPolicy",
+    "Redactor",
     "RelayConfig",
     "RelayStats",
     "StoreError",
@@ -89,3 +109,10 @@ __all__ = [
     "resolve_client_ip",
     "route_entity",
 ]
+
+# Public names report the public module, as httpx does, so tracebacks and docs point here.
+for _name in __all__:
+    _value = globals()[_name]
+    if isinstance(_value, type):
+        _value.__module__ = __name__
+del _name, _value, _missing, _REQUIRED, _importlib_util

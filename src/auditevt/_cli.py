@@ -227,7 +227,7 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _demo_run(args: argparse.Namespace) -> int:
     try:
-        from audit_middleware._demo import demo_command
+        from auditevt_demo._demo import demo_command
     except ImportError as exc:
         raise _import_error("demo", exc) from None
     return demo_command(

@@ -1,0 +1,124 @@
+"""``RelayConfig`` (how a relay batches, leases, waits and backs off) and ``RelayStats``."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import secrets
+import socket
+
+from audit_middleware.storage._outbox import DEFAULT_MAX_BATCH_BYTES, OutboxBackoff
+from auditevt._ingest import MAX_INGEST_ITEMS
+
+__all__ = ["RelayConfig", "RelayStats", "check_seconds", "default_owner"]
+
+
+def default_owner() -> str:
+    """A lease owner id unique to this relay: ``host:pid:random``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def check_seconds(name: str, value: object, *, positive: bool = True) -> None:
+    """Raise TypeError or ValueError, naming ``name`` and ``value``, unless it is seconds."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        bound = "> 0" if positive else ">= 0"
+        raise ValueError(f"{name} must be finite and {bound}, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RelayConfig:
+    """How a relay batches, leases, waits and backs off. Every field has a safe default."""
+
+    batch_size: int = 500
+    """Most events per request (1 to 500, the envelope's limit)."""
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
+    """Most bytes of envelope per request (1 MiB); a bigger single event is sent alone."""
+    lease_seconds: float = 60.0
+    """How long a claim holds its rows; after a crash they are claimable again this much later.
+
+    A batch is given up (and rescheduled) after three quarters of it, so keep it above the
+    client's retry deadline plus its read timeout if you want those retries to run their course.
+    """
+    sweep_interval: float = 2.0
+    """Longest sleep of an idle relay before it looks again without being notified: picks up
+    rows written by other processes, retries coming due and rows of crashed relays."""
+    drain_timeout: float = 10.0
+    """How long ``stop()`` (and the ASGI lifespan's shutdown) keeps delivering before it leaves
+    the rest for the next start."""
+    backoff: OutboxBackoff = dataclasses.field(default_factory=OutboxBackoff)
+    """Backoff of rescheduled rows (in database time), and of this relay's pause after a
+    failure when Telemetry did not say how long to wait."""
+    max_pause: float = 300.0
+    """The longest pause a ``Retry-After`` can impose on this relay, in seconds."""
+    stats_interval: float = 15.0
+    """How often the Prometheus gauges (pending, oldest pending age, dead letters) are
+    refreshed from the database while the relay runs."""
+    log_interval: float = 60.0
+    """A persistent failure is logged at most once per this many seconds, per reason."""
+    max_in_flight: int = 1
+    """Batches in flight at once (PostgreSQL only; SQLite sends one at a time). More than one
+    keeps Telemetry busy while the relay claims and acknowledges; memory stays bounded by
+    ``max_in_flight`` batches, whatever the backlog."""
+    max_split_requests: int = 20
+    """Requests a refused batch may spend on splitting before any is answered (then the
+    refusal is taken to be Telemetry's and the batch rescheduled)."""
+    owner: str | None = None
+    """The lease owner id; None gives each relay its own ``host:pid:random``."""
+    metrics: bool = True
+    """Export Prometheus metrics when ``prometheus_client`` is installed."""
+
+    def __post_init__(self) -> None:
+        size = self.batch_size
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise TypeError(f"RelayConfig.batch_size must be an int, got {size!r}")
+        if not 1 <= size <= MAX_INGEST_ITEMS:
+            raise ValueError(
+                f"RelayConfig.batch_size must be from 1 to {MAX_INGEST_ITEMS}, got {size!r}"
+            )
+        limit = self.max_batch_bytes
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1024:
+            raise ValueError(f"RelayConfig.max_batch_bytes must be an int >= 1024, got {limit!r}")
+        for name in ("lease_seconds", "sweep_interval", "stats_interval"):
+            check_seconds(f"RelayConfig.{name}", getattr(self, name))
+        for name in ("drain_timeout", "max_pause", "log_interval"):
+            check_seconds(f"RelayConfig.{name}", getattr(self, name), positive=False)
+        if not isinstance(self.backoff, OutboxBackoff):
+            raise TypeError(f"RelayConfig.backoff must be an OutboxBackoff, got {self.backoff!r}")
+        flight = self.max_in_flight
+        if isinstance(flight, bool) or not isinstance(flight, int) or not 1 <= flight <= 16:
+            raise ValueError(
+                f"RelayConfig.max_in_flight must be an int from 1 to 16, got {flight!r}"
+            )
+        splits = self.max_split_requests
+        if isinstance(splits, bool) or not isinstance(splits, int) or splits < 0:
+            raise ValueError(f"RelayConfig.max_split_requests must be an int >= 0, got {splits!r}")
+        if self.owner is not None and (not isinstance(self.owner, str) or not self.owner.strip()):
+            raise ValueError(
+                f"RelayConfig.owner must be a non-empty string or None, got {self.owner!r}"
+            )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RelayStats:
+    """The outbox as the database sees it, and what this relay did since it was created."""
+
+    pending: int
+    """Events not yet delivered nor dead-lettered, in the whole outbox."""
+    leased: int
+    """Of those, events some relay is sending right now."""
+    oldest_pending_age_s: float
+    """Seconds since the oldest pending event was written (0 when none is pending): alert on
+    this one."""
+    dead_letters: int
+    """Dead-lettered events kept in the outbox (all relays, all time, until re-driven)."""
+    delivered: int
+    """Events this relay saw answered ``accepted`` or ``duplicate``."""
+    retried: int
+    """Event deliveries this relay rescheduled after a failure."""
+    dead_lettered: int
+    """Events this relay dead-lettered."""
+    batches: int
+    """Requests this relay sent that got an answer."""

@@ -1,0 +1,34 @@
+"""The request path: the ASGI middleware, its configuration, ``record()`` and what builds an event.
+
+Client IP by a trusted-proxy rule, entity from the route, identity from request state or a
+resolver, redaction of ``changes``; nothing here touches a database (the sink does).
+"""
+
+from audit_middleware.request._client_ip import TrustedProxies, resolve_client_ip
+from audit_middleware.request._context import record
+from audit_middleware.request._entity import EntityResolver, route_entity
+from audit_middleware.request._metrics import AuditStats
+from audit_middleware.request._middleware import (
+    DEFAULT_METHODS,
+    AuditConfig,
+    AuditMiddleware,
+    AuditSink,
+    IdentityResolver,
+)
+from audit_middleware.request._redaction import RedactionPolicy, Redactor
+
+__all__ = [
+    "DEFAULT_METHODS",
+    "AuditConfig",
+    "AuditMiddleware",
+    "AuditSink",
+    "AuditStats",
+    "EntityResolver",
+    "IdentityResolver",
+    "RedactionPolicy",
+    "Redactor",
+    "TrustedProxies",
+    "record",
+    "resolve_client_ip",
+    "route_entity",
+]

@@ -1,0 +1,282 @@
+"""``AuditReader``: org-scoped, keyset-paginated reads of ``audit_log`` for admin endpoints.
+
+On PostgreSQL every call is one read-only transaction that first scopes itself to the
+organization with ``set_config('auditevt.organization_id', ..., true)``; the row-level security
+policies of the migrations then admit that organization's rows and no others, and the setting
+ends with the transaction, so a pooled connection never carries a tenant into the next request.
+The query also filters on ``organization_id`` itself, which is what the index serves. SQLite has
+no row-level security: there the SQL filter is the only guard.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import pydantic
+import sqlalchemy.exc
+from sqlalchemy import BigInteger, ColumnElement, literal, select, text, tuple_
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from audit_middleware._exceptions import ReaderError, map_database_error
+from audit_middleware.storage._store import create_engine
+from audit_middleware.storage._tables import AUDIT_LOG
+from auditevt import Action, Event, Timestamp
+
+__all__ = ["MAX_PAGE_SIZE", "AuditReader", "AuditRecord", "Cursor", "Page"]
+
+MAX_PAGE_SIZE = 1000
+"""The most rows one ``list_events`` call returns."""
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_CURSOR_VERSION = "1"
+_SET_ORGANIZATION = text("SELECT set_config('auditevt.organization_id', :org, true)")
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """A position in a listing: the last row seen, by (``timestamp``, ``id``).
+
+    Pass ``Page.next_cursor`` back as ``after``; its text form is opaque and URL-safe.
+    """
+
+    timestamp: datetime
+    """The row's ``timestamp`` column (UTC, microseconds)."""
+    id: int
+    """The row's ``audit_log.id``, which breaks ties between equal timestamps."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.timestamp, datetime) or self.timestamp.tzinfo is None:
+            raise ValueError(f"Cursor timestamp={self.timestamp!r} must be an aware datetime")
+        if type(self.id) is not int or not 0 <= self.id <= _INT64_MAX:
+            raise ValueError(f"Cursor id={self.id!r} must be a non-negative int64")
+
+    def encode(self) -> str:
+        """The cursor as opaque URL-safe text."""
+        micros = _unix_micros(self.timestamp)
+        raw = f"{_CURSOR_VERSION}:{micros}:{self.id}".encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, value: str) -> Cursor:
+        """Read a cursor written by :meth:`encode`; ``ValueError`` names a malformed one."""
+        if not isinstance(value, str):
+            raise TypeError(f"cursor must be a str, not {type(value).__name__}")
+        try:
+            raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode("ascii")
+            version, micros, row_id = raw.split(":")
+            if version != _CURSOR_VERSION:
+                raise ValueError(version)
+            seconds, micro = divmod(int(micros), 1_000_000)
+            moment = datetime.fromtimestamp(seconds, UTC).replace(microsecond=micro)
+            return cls(timestamp=moment, id=int(row_id))
+        except (ValueError, UnicodeDecodeError, binascii.Error, OverflowError, OSError) as exc:
+            raise ValueError(f"after={value!r} is not a cursor this reader wrote") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One audit row: the event exactly as written, with its delivery id and insert time."""
+
+    id: int
+    """``audit_log.id``."""
+    event_id: UUID
+    """The idempotency key Telemetry deduplicates on."""
+    event: Event
+    """The event, parsed from the verbatim ``event_json`` (nanoseconds and offset intact)."""
+    inserted_at: datetime
+    """When the database stored the row (UTC)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a listing, newest first."""
+
+    items: list[AuditRecord]
+    """Up to ``limit`` records, newest ``timestamp`` first (then highest id)."""
+    next_cursor: str | None
+    """Pass as ``after`` for the next, older page; ``None`` on the last page."""
+
+
+class AuditReader:
+    """Lists one organization's audit events: filters, newest first, keyset pagination.
+
+    ``AuditReader(engine)`` shares an engine (``AuditStore.engine`` for instance) and leaves it
+    open on :meth:`aclose`; ``AuditReader(url)`` creates one and disposes of it. Connect as the
+    application role (a member of ``auditevt_app``), never as a role that bypasses row-level
+    security, or the database stops enforcing the organization boundary.
+    """
+
+    def __init__(self, engine_or_url: AsyncEngine | str | URL, **engine_kwargs: Any) -> None:
+        if isinstance(engine_or_url, AsyncEngine):
+            if engine_kwargs:
+                raise TypeError("engine_kwargs apply only when a URL is given")
+            engine, self._owns_engine = engine_or_url, False
+        elif isinstance(engine_or_url, str | URL):
+            engine, self._owns_engine = create_engine(engine_or_url, **engine_kwargs), True
+        else:
+            raise TypeError(
+                "engine_or_url must be an AsyncEngine, str or URL, "
+                f"not {type(engine_or_url).__name__}"
+            )
+        self._engine = engine
+        self._postgresql = engine.dialect.name == "postgresql"
+        if not self._postgresql and engine.dialect.name != "sqlite":
+            raise ValueError(f"unsupported database {engine.dialect.name!r}")
+        # A real transaction (so set_config(..., true) lasts for the query), read-only.
+        self._read_engine = (
+            engine.execution_options(isolation_level="READ COMMITTED", postgresql_readonly=True)
+            if self._postgresql
+            else engine
+        )
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The engine the reader queries through."""
+        return self._engine
+
+    async def list_events(
+        self,
+        organization_id: int,
+        *,
+        entity_type: str | None = None,
+        entity_id: int | None = None,
+        user_id: int | None = None,
+        action: Action | str | None = None,
+        since: datetime | Timestamp | None = None,
+        until: datetime | Timestamp | None = None,
+        limit: int = 100,
+        after: Cursor | str | None = None,
+    ) -> Page:
+        """One page of ``organization_id``'s events, newest first.
+
+        ``since`` is inclusive and ``until`` exclusive, to the microsecond; both must be
+        timezone-aware. ``limit`` is 1 to 1000. ``after`` is the previous page's
+        ``next_cursor``. A bad value raises ``ValueError`` (or ``TypeError``) naming it; a
+        database failure raises ``ReaderError``.
+        """
+        org = _int64("organization_id", organization_id)
+        conditions: list[ColumnElement[bool]] = [AUDIT_LOG.c.organization_id == org]
+        if entity_type is not None:
+            if not isinstance(entity_type, str) or not entity_type:
+                raise ValueError(f"entity_type={entity_type!r} must be a non-empty str")
+            conditions.append(AUDIT_LOG.c.entity_type == entity_type)
+        if entity_id is not None:
+            conditions.append(AUDIT_LOG.c.entity_id == _int64("entity_id", entity_id))
+        if user_id is not None:
+            conditions.append(AUDIT_LOG.c.user_id == _int64("user_id", user_id))
+        if action is not None:
+            conditions.append(AUDIT_LOG.c.action == _action(action).value)
+        start = None if since is None else _moment("since", since)
+        end = None if until is None else _moment("until", until)
+        if start is not None and end is not None and start > end:
+            raise ValueError(f"since={since!r} is after until={until!r}")
+        if start is not None:
+            conditions.append(AUDIT_LOG.c.timestamp >= self._when(start))
+        if end is not None:
+            conditions.append(AUDIT_LOG.c.timestamp < self._when(end))
+        if type(limit) is not int or not 1 <= limit <= MAX_PAGE_SIZE:
+            raise ValueError(f"limit={limit!r} must be an int from 1 to {MAX_PAGE_SIZE}")
+        if after is not None:
+            cursor = Cursor.decode(after) if isinstance(after, str) else after
+            if not isinstance(cursor, Cursor):
+                raise TypeError(f"after={after!r} must be a Cursor, str or None")
+            conditions.append(
+                tuple_(AUDIT_LOG.c.timestamp, AUDIT_LOG.c.id)
+                < tuple_(
+                    literal(self._when(cursor.timestamp), AUDIT_LOG.c.timestamp.type),
+                    literal(cursor.id, BigInteger()),
+                )
+            )
+        query = (
+            select(
+                AUDIT_LOG.c.id,
+                AUDIT_LOG.c.event_id,
+                AUDIT_LOG.c.event_json,
+                AUDIT_LOG.c.inserted_at,
+                AUDIT_LOG.c.timestamp,
+            )
+            .where(*conditions)
+            .order_by(AUDIT_LOG.c.timestamp.desc(), AUDIT_LOG.c.id.desc())
+            .limit(limit + 1)
+        )
+        try:
+            async with self._read_engine.begin() as conn:
+                if self._postgresql:
+                    await conn.execute(_SET_ORGANIZATION, {"org": str(org)})
+                rows = (await conn.execute(query)).all()
+        except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
+            raise map_database_error(exc, ReaderError, "read audit rows") from exc
+        items = [_record(row) for row in rows[:limit]]
+        next_cursor = None
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            next_cursor = Cursor(timestamp=_utc(last.timestamp), id=last.id).encode()
+        return Page(items=items, next_cursor=next_cursor)
+
+    def _when(self, moment: datetime) -> datetime:
+        # SQLite keeps datetimes as UTC text without an offset (see AuditStore).
+        return moment if self._postgresql else moment.astimezone(UTC)
+
+    async def aclose(self) -> None:
+        """Dispose of the engine if the reader created it."""
+        if self._owns_engine:
+            await self._engine.dispose()
+
+    async def __aenter__(self) -> AuditReader:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+def _int64(name: str, value: object) -> int:
+    if type(value) is not int:
+        raise TypeError(f"{name}={value!r} must be an int")
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        raise ValueError(f"{name}={value!r} is outside int64")
+    return value
+
+
+def _action(value: Action | str) -> Action:
+    try:
+        return Action(value)
+    except ValueError:
+        choices = ", ".join(a.value for a in Action)
+        raise ValueError(f"action={value!r} must be one of {choices}") from None
+
+
+def _moment(name: str, value: object) -> datetime:
+    if isinstance(value, Timestamp):
+        return value.to_datetime()
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"{name}={value!r} must be timezone-aware")
+        return value
+    raise TypeError(f"{name}={value!r} must be a datetime or Timestamp")
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _unix_micros(value: datetime) -> int:
+    delta = value - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _record(row: Any) -> AuditRecord:
+    try:
+        event = Event.model_validate_json(row.event_json)
+    except pydantic.ValidationError as exc:
+        raise ReaderError(
+            f"audit row id={row.id} event_id={row.event_id} holds unreadable event_json: {exc}"
+        ) from exc
+    return AuditRecord(
+        id=row.id, event_id=row.event_id, event=event, inserted_at=_utc(row.inserted_at)
+    )

@@ -1,0 +1,390 @@
+"""``AuditStore``: writes an audit row and its outbox row, atomically, before the response.
+
+PostgreSQL gets one statement, which is one round trip and its own transaction: a
+data-modifying CTE run on an autocommit connection, so no ``BEGIN``/``COMMIT`` trips either.
+SQLite has no data-modifying CTEs, so it gets one short transaction of two INSERTs; writers in
+this process queue on a lock instead of spinning in SQLite's busy handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import time
+import weakref
+from datetime import UTC
+from typing import Any
+from uuid import UUID
+
+import sqlalchemy.exc
+from psycopg.types.numeric import Int8
+from sqlalchemy import DateTime, Uuid, bindparam, text
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from audit_middleware._exceptions import StoreError, map_database_error
+from audit_middleware.storage._urls import async_url
+from auditevt import Action, Event
+
+__all__ = ["AuditStore", "new_event_id"]
+
+logger = logging.getLogger("audit_middleware")
+
+
+def new_event_id() -> UUID:
+    """A fresh, time-ordered event id (UUIDv7 layout: 48-bit Unix milliseconds, then random).
+
+    Time order keeps inserts into the unique ``event_id`` index near its right-hand edge.
+    """
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10))
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
+    return UUID(int=value)
+
+
+# One statement: draw the id, insert the audit row, insert the outbox row. audit_log is not
+# RETURNING anything, on purpose: with forced RLS a RETURNING clause would have to pass the
+# org-scoped SELECT policy, which a writer serving every organization does not. The event JSON
+# travels once and is used twice.
+_PG_WRITE = """\
+WITH v AS MATERIALIZED (
+  SELECT nextval('audit_log_id_seq'::regclass) AS id, %(event_id)s::uuid AS event_id,
+         %(organization_id)s::bigint AS organization_id, %(event_json)s::text AS event_json
+), a AS (
+  INSERT INTO audit_log (id, event_id, action, entity_type, entity_id, user_id, organization_id,
+                         ip_address, user_agent, request_path, status_code, "timestamp", changes,
+                         action_context, break_glass_id, impersonation_id, event_json)
+  SELECT v.id, v.event_id, %(action)s::varchar, %(entity_type)s::text, %(entity_id)s::bigint,
+         %(user_id)s::bigint, v.organization_id, %(ip_address)s::text, %(user_agent)s::text,
+         %(request_path)s::text, %(status_code)s::integer, %(timestamp)s::timestamptz,
+         %(changes)s::jsonb, %(action_context)s::varchar, %(break_glass_id)s::bigint,
+         %(impersonation_id)s::bigint, v.event_json
+  FROM v
+)
+INSERT INTO audit_outbox (event_id, audit_id, organization_id, payload)
+SELECT v.event_id, v.id, v.organization_id, v.event_json FROM v"""
+
+_SQLITE_WRITE_LOG = text(
+    "INSERT INTO audit_log (event_id, action, entity_type, entity_id, user_id, organization_id, "
+    "ip_address, user_agent, request_path, status_code, timestamp, changes, action_context, "
+    "break_glass_id, impersonation_id, event_json) VALUES (:event_id, :action, :entity_type, "
+    ":entity_id, :user_id, :organization_id, :ip_address, :user_agent, :request_path, "
+    ":status_code, :timestamp, :changes, :action_context, :break_glass_id, :impersonation_id, "
+    ":event_json)"
+).bindparams(
+    # SQLAlchemy's own encodings, so Core queries on AUDIT_LOG / AUDIT_OUTBOX read these back.
+    bindparam("event_id", type_=Uuid(as_uuid=True)),
+    bindparam("timestamp", type_=DateTime(timezone=True)),
+)
+_SQLITE_WRITE_OUTBOX = text(
+    "INSERT INTO audit_outbox (event_id, audit_id, organization_id, payload) "
+    "VALUES (:event_id, last_insert_rowid(), :organization_id, :event_json)"
+).bindparams(bindparam("event_id", type_=Uuid(as_uuid=True)))
+
+_SUPPORTED_DRIVERS = (("postgresql", "psycopg"), ("sqlite", "aiosqlite"))
+
+# SQLite connections wait this long for another process's write lock before failing.
+SQLITE_BUSY_TIMEOUT_MS = 5_000
+
+# A write whose connection broke is retried this often, each time on a fresh connection.
+_DISCONNECT_RETRIES = 2
+# admin_shutdown, crash_shutdown: the backend is going away, whatever psycopg noticed yet.
+_SHUTDOWN_STATES = ("57P01", "57P02")
+
+# The constraint a retried write runs into when its first attempt did commit.
+_EVENT_ID_CONSTRAINTS = ("audit_log_event_id_key", "audit_outbox_event_id_key")
+
+# PostgreSQL text and jsonb cannot hold U+0000; the column copies get U+FFFD instead (event_json
+# keeps the exact event, escaped). A request path of "/a%00" must not make auditing fail.
+_JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+def _int8_or_none(value: int | None) -> int | None:
+    return None if value is None else Int8(value)
+
+
+def _pg_text(value: str) -> str:
+    return value.replace("\x00", "\ufffd") if "\x00" in value else value
+
+
+def _changes_json(changes: Any, postgresql: bool) -> str | None:
+    if changes is None:
+        return None
+    encoded = json.dumps(changes, ensure_ascii=False, separators=(",", ":"))
+    if postgresql and "\\u0000" in encoded:
+        return _JSON_NUL.sub(r"\1\\ufffd", encoded)
+    return encoded
+
+
+class AuditStore:
+    """Writes audit events to ``audit_log`` and ``audit_outbox`` (see ``migrate()``).
+
+    Build one per process with :meth:`from_url`, or wrap an ``AsyncEngine`` you configured
+    yourself (PostgreSQL through psycopg 3, or SQLite through aiosqlite). Nothing connects until
+    the first :meth:`write` or :meth:`check`. :meth:`aclose` disposes an engine the store created,
+    never one it was given.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        if not isinstance(engine, AsyncEngine):
+            raise TypeError(f"engine must be a sqlalchemy AsyncEngine, not {type(engine).__name__}")
+        dialect = engine.dialect
+        if (dialect.name, dialect.driver) not in _SUPPORTED_DRIVERS:
+            raise ValueError(
+                f"unsupported engine {dialect.name}+{dialect.driver}; "
+                "use postgresql+psycopg or sqlite+aiosqlite"
+            )
+        self._engine = engine
+        self._owns_engine = False
+        self._postgresql = dialect.name == "postgresql"
+        # One statement is its own transaction: autocommit spares the BEGIN and COMMIT trips.
+        self._write_engine = (
+            engine.execution_options(isolation_level="AUTOCOMMIT") if self._postgresql else engine
+        )
+        # In-process SQLite writers take turns (one lock per event loop).
+        self._sqlite_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    @classmethod
+    def from_url(cls, url: str | URL, **engine_kwargs: Any) -> AuditStore:
+        """A store on a new engine for ``url``; ``engine_kwargs`` go to ``create_async_engine``.
+
+        Accepts ``postgresql+psycopg://``, ``postgresql://`` (run on psycopg 3),
+        ``sqlite+aiosqlite:///path`` and ``sqlite:///path`` (run on aiosqlite). Raises
+        ``ValueError`` naming the scheme of anything else.
+        """
+        engine = create_engine(url, **engine_kwargs)
+        store = cls(engine)
+        store._owns_engine = True
+        return store
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The engine the store writes through (share it with ``AuditReader`` or the relay)."""
+        return self._engine
+
+    @property
+    def dialect_name(self) -> str:
+        """``"postgresql"`` or ``"sqlite"``."""
+        return "postgresql" if self._postgresql else "sqlite"
+
+    def __repr__(self) -> str:
+        url = self._engine.url.render_as_string(hide_password=True)
+        return f"AuditStore({url!r})"
+
+    async def write(self, event: Event, *, event_id: UUID | None = None) -> UUID:
+        """Store ``event`` and its outbox entry atomically; return its ``event_id``.
+
+        ``event_id`` is minted here (time-ordered) unless given; it is the idempotency key
+        Telemetry deduplicates on. When this returns, both rows are committed. Raises
+        ``StoreError`` (``StoreUnavailable`` when the database cannot be reached) when nothing
+        was stored.
+        """
+        if not isinstance(event, Event):
+            raise TypeError(f"event must be an auditevt.Event, not {type(event).__name__}")
+        if event_id is None:
+            event_id = new_event_id()
+        elif not isinstance(event_id, UUID):
+            raise TypeError(f"event_id must be a uuid.UUID, not {event_id!r}")
+        try:
+            params = self._params(event, event_id)
+        except (ValueError, OverflowError) as exc:
+            raise StoreError(f"could not write the audit row: {exc}") from exc
+        if self._postgresql:
+            await self._write_postgresql(params)
+        else:
+            await self._write_sqlite(params)
+        return event_id
+
+    def _params(self, event: Event, event_id: UUID) -> dict[str, Any]:
+        action = event.action
+        context = event.action_context
+        changes = _changes_json(event.changes, self._postgresql)
+        if self._postgresql:
+            # Int8 keeps the parameter types, and so psycopg's prepared statement, the same
+            # whatever the size of the ids; text loses U+0000, which PostgreSQL cannot store.
+            return {
+                "event_id": event_id,
+                "action": action.value if isinstance(action, Action) else action,
+                "entity_type": _pg_text(event.entity_type),
+                "entity_id": Int8(event.entity_id),
+                "user_id": Int8(event.user_id),
+                "organization_id": Int8(event.organization_id),
+                "ip_address": _pg_text(event.ip_address),
+                "user_agent": _pg_text(event.user_agent),
+                "request_path": _pg_text(event.request_path),
+                "status_code": Int8(event.status_code),
+                "timestamp": event.timestamp.to_datetime(),
+                "changes": changes,
+                "action_context": None if context is None else context.value,
+                "break_glass_id": _int8_or_none(event.break_glass_id),
+                "impersonation_id": _int8_or_none(event.impersonation_id),
+                "event_json": event.to_json(),
+            }
+        return {
+            "event_id": event_id,
+            "action": action.value if isinstance(action, Action) else action,
+            "entity_type": event.entity_type,
+            "entity_id": event.entity_id,
+            "user_id": event.user_id,
+            "organization_id": event.organization_id,
+            "ip_address": event.ip_address,
+            "user_agent": event.user_agent,
+            "request_path": event.request_path,
+            "status_code": event.status_code,
+            # SQLite stores datetimes as text without an offset: store UTC so they sort.
+            "timestamp": event.timestamp.to_datetime().astimezone(UTC),
+            "changes": changes,
+            "action_context": None if context is None else context.value,
+            "break_glass_id": event.break_glass_id,
+            "impersonation_id": event.impersonation_id,
+            "event_json": event.to_json(),
+        }
+
+    async def _write_postgresql(self, params: dict[str, Any]) -> None:
+        retries = 0
+        while True:
+            try:
+                async with self._write_engine.connect() as conn:
+                    await conn.exec_driver_sql(_PG_WRITE, params)
+                return
+            except sqlalchemy.exc.DBAPIError as exc:
+                if retries < _DISCONNECT_RETRIES and _disconnected(exc):
+                    # The server closed the connection (restart, failover, idle kill,
+                    # pg_terminate_backend); the pool drops it. Try again on a fresh one: the
+                    # statement is atomic and event_id unique, so it is never stored twice.
+                    retries += 1
+                    continue
+                if retries and _constraint(exc) in _EVENT_ID_CONSTRAINTS:
+                    return  # an attempt whose answer was lost did commit
+                raise map_database_error(exc, StoreError, "write the audit row") from exc
+            except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
+                raise map_database_error(exc, StoreError, "write the audit row") from exc
+
+    async def _write_sqlite(self, params: dict[str, Any]) -> None:
+        loop = asyncio.get_running_loop()
+        lock = self._sqlite_locks.get(loop)
+        if lock is None:
+            lock = self._sqlite_locks[loop] = asyncio.Lock()
+        try:
+            async with lock, self._engine.connect() as conn:
+                await _prepare_sqlite(conn)
+                await conn.execute(_SQLITE_WRITE_LOG, params)
+                await conn.execute(_SQLITE_WRITE_OUTBOX, params)
+                await conn.commit()
+        except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
+            raise map_database_error(exc, StoreError, "write the audit row") from exc
+
+    async def check(self) -> tuple[str, ...]:
+        """Connect, confirm the schema is migrated, and report how this role bypasses RLS.
+
+        Returns the reasons the connected role is not held by row-level security on
+        ``audit_log`` (superuser, BYPASSRLS, table owner without FORCE, RLS off), each also
+        logged as a warning; empty when reads are org-scoped, and always empty on SQLite,
+        which has no RLS. Raises ``StoreError`` (``StoreUnavailable`` when unreachable) when
+        the database cannot be used.
+        """
+        try:
+            async with self._engine.connect() as conn:
+                if self._postgresql:
+                    reasons = await _rls_bypass_reasons(conn)
+                else:
+                    await _prepare_sqlite(conn)
+                    await _check_sqlite_schema(conn)
+                    reasons = ()
+        except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
+            raise map_database_error(exc, StoreError, "check the audit database") from exc
+        for reason in reasons:
+            logger.warning("audit_log row-level security is bypassed: %s", reason)
+        return reasons
+
+    async def aclose(self) -> None:
+        """Dispose of the engine if the store created it (``from_url``)."""
+        if self._owns_engine:
+            await self._engine.dispose()
+
+    async def __aenter__(self) -> AuditStore:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+def create_engine(url: str | URL, **engine_kwargs: Any) -> AsyncEngine:
+    """An ``AsyncEngine`` for ``url`` with our defaults (see ``AuditStore.from_url``)."""
+    parsed = async_url(url)
+    if parsed.drivername.startswith("postgresql"):
+        # Fail fast when the server is unreachable instead of holding the request open.
+        connect_args = dict(engine_kwargs.pop("connect_args", None) or {})
+        connect_args.setdefault("connect_timeout", 5)
+        engine_kwargs["connect_args"] = connect_args
+    return create_async_engine(parsed, **engine_kwargs)
+
+
+def _disconnected(exc: sqlalchemy.exc.DBAPIError) -> bool:
+    return exc.connection_invalidated or getattr(exc.orig, "sqlstate", None) in _SHUTDOWN_STATES
+
+
+def _constraint(exc: sqlalchemy.exc.DBAPIError) -> str | None:
+    diag = getattr(exc.orig, "diag", None)
+    name = getattr(diag, "constraint_name", None)
+    return name if isinstance(name, str) else None
+
+
+async def _prepare_sqlite(conn: AsyncConnection) -> None:
+    # Once per pooled connection: WAL lets readers (the relay, AuditReader) run beside the
+    # writer, and the busy timeout makes other processes' writers wait instead of failing.
+    info = conn.info
+    if info.get("auditevt_sqlite_ready"):
+        return
+    await conn.exec_driver_sql(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+    await conn.exec_driver_sql("PRAGMA journal_mode = WAL")
+    await conn.commit()
+    info["auditevt_sqlite_ready"] = True
+
+
+async def _check_sqlite_schema(conn: AsyncConnection) -> None:
+    result = await conn.exec_driver_sql(
+        "SELECT name FROM sqlite_master WHERE type = 'table' "
+        "AND name IN ('audit_log', 'audit_outbox')"
+    )
+    found = {row[0] for row in result}
+    missing = sorted({"audit_log", "audit_outbox"} - found)
+    if missing:
+        raise StoreError(
+            f"table(s) {', '.join(missing)} missing: run `auditevt migrate --database-url URL`"
+        )
+
+
+_PG_RLS_CHECK = """\
+SELECT current_user, r.rolsuper, r.rolbypassrls,
+       to_regclass('audit_log') IS NOT NULL, to_regclass('audit_outbox') IS NOT NULL,
+       c.relrowsecurity, c.relforcerowsecurity,
+       CASE WHEN c.oid IS NULL THEN false
+            ELSE pg_has_role(current_user, c.relowner, 'USAGE') END
+FROM pg_roles r LEFT JOIN pg_class c ON c.oid = to_regclass('audit_log')
+WHERE r.rolname = current_user"""
+
+
+async def _rls_bypass_reasons(conn: AsyncConnection) -> tuple[str, ...]:
+    row = (await conn.exec_driver_sql(_PG_RLS_CHECK)).one()
+    await conn.rollback()
+    user, superuser, bypassrls, has_log, has_outbox, rls, forced, owner = tuple(row)
+    if not (has_log and has_outbox):
+        raise StoreError(
+            "tables audit_log and audit_outbox missing: run `auditevt migrate --database-url URL`"
+        )
+    reasons = []
+    if superuser:
+        reasons.append(f"role {user!r} is a superuser")
+    elif bypassrls:  # superusers have it too; one reason is enough
+        reasons.append(f"role {user!r} has BYPASSRLS")
+    if not rls:
+        reasons.append("row-level security is not enabled on audit_log")
+    elif owner and not forced:
+        reasons.append(f"role {user!r} owns audit_log, which lacks FORCE ROW LEVEL SECURITY")
+    return tuple(reasons)

@@ -1,0 +1,457 @@
+"""``auditevt demo``: the whole system in one command.
+
+It migrates a database (a fresh SQLite file in the current directory by default), serves the
+sample Core API of ``_demo_app`` with uvicorn on loopback (``AuditMiddleware``, the in-app
+relay, an admin endpoint on ``AuditReader``), starts a Telemetry stand-in on loopback unless
+``telemetry_url`` names one, sends N mutating requests across four organizations, waits until
+every event of the run has left the outbox, reads the audit log back, and prints a summary. The
+last line is always ``audited=N forwarded=N pending=N``:
+
+- ``audited``: rows of this run in ``audit_log`` (read back through ``AuditReader``; a run is
+  told apart by its User-Agent, so an existing database may hold other rows);
+- ``pending``: rows of this run still in the outbox (dead letters included);
+- ``forwarded``: rows of this run Telemetry answered ``accepted`` or ``duplicate`` for, i.e.
+  gone from the outbox (0 with ``forward=False``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TextIO
+
+import httpx
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from audit_middleware._exceptions import AuditError
+from audit_middleware.storage._migrate import migrate
+from audit_middleware.storage._reader import AuditReader, AuditRecord
+from audit_middleware.storage._store import AuditStore
+from audit_middleware.storage._tables import AUDIT_OUTBOX
+from auditevt import ActionContext, Event, __version__
+from auditevt_demo._app import DemoCoreApi, demo_token
+from auditevt_demo._load import ORGANIZATIONS, SPOOFED_IP, Outcome, send_requests
+from telemetry_client import AsyncTelemetryClient, ConfigurationError, RetryPolicy, TelemetryError
+from telemetry_client.testing import TelemetryStandIn, serve_asgi
+
+__all__ = ["DEFAULT_DATABASE_FILE", "DemoError", "demo_command"]
+
+#: The SQLite file the demo writes when no database URL is given (recreated on every run).
+DEFAULT_DATABASE_FILE = "auditevt-demo.sqlite3"
+
+_MAX_REQUESTS = 100_000
+_IN_CHUNK = 500  # event ids per IN (...) query
+
+
+class DemoError(Exception):
+    """A problem the user can fix (bad URL, unreachable service): one line, no traceback."""
+
+
+def demo_command(
+    requests: int = 200,
+    database_url: str | None = None,
+    telemetry_url: str | None = None,
+    forward: bool = True,
+    out: TextIO | None = None,
+    *,
+    err: TextIO | None = None,
+    seed: int | None = None,
+    delivery_timeout: float = 300.0,
+) -> int:
+    """Run ``auditevt demo``; returns the exit status (0 when everything was delivered).
+
+    1: a service or database problem, or events not delivered within ``delivery_timeout``
+    seconds; 2: bad arguments. Errors are one line on ``err``.
+    """
+    stdout = sys.stdout if out is None else out
+    stderr = sys.stderr if err is None else err
+    if isinstance(requests, bool) or not isinstance(requests, int):
+        print(f"auditevt demo: error: requests={requests!r} must be an integer", file=stderr)
+        return 2
+    if not 1 <= requests <= _MAX_REQUESTS:
+        print(
+            f"auditevt demo: error: requests={requests} must be from 1 to {_MAX_REQUESTS}",
+            file=stderr,
+        )
+        return 2
+    demo = _Demo(requests, database_url, telemetry_url, forward, stdout, seed, delivery_timeout)
+    try:
+        return asyncio.run(demo.run())
+    except DemoError as exc:
+        print(f"auditevt demo: error: {exc}", file=stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("auditevt demo: interrupted", file=stderr)
+        return 130
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+def _percentile(values: Sequence[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p * len(ordered)) - 1)]
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms" if seconds < 10 else f"{seconds:.1f} s"
+
+
+class _Demo:
+    def __init__(
+        self,
+        requests: int,
+        database_url: str | None,
+        telemetry_url: str | None,
+        forward: bool,
+        out: TextIO,
+        seed: int | None,
+        delivery_timeout: float,
+    ) -> None:
+        self.requests = requests
+        self.database_url = database_url
+        self.telemetry_url = telemetry_url
+        self.forward = forward
+        self.out = out
+        self.seed = seed
+        self.delivery_timeout = delivery_timeout
+        self.run_id = uuid.uuid4().hex[:12]
+        self.user_agent = f"auditevt-demo/{__version__} (run {self.run_id})"
+        self.drained_after = 0.0
+
+    def say(self, line: str = "") -> None:
+        print(line, file=self.out, flush=True)
+
+    # --- set-up -------------------------------------------------------------------------------
+
+    def _database(self) -> tuple[str, str]:
+        """The URL to use, and how to describe it."""
+        if self.database_url is not None:
+            return self.database_url, self._safe(self.database_url)
+        path = Path.cwd() / DEFAULT_DATABASE_FILE
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            with contextlib.suppress(FileNotFoundError):
+                Path(f"{path}{suffix}").unlink()
+        return f"sqlite+aiosqlite:///{path}", f"{path} (SQLite, recreated on every run)"
+
+    async def _prepare_database(self, url: str) -> None:
+        try:
+            await migrate(url)
+            async with AuditStore.from_url(url) as store:
+                await store.check()  # warns (stderr) when the role bypasses row-level security
+        except (AuditError, ValueError, sa.exc.ArgumentError) as exc:
+            raise DemoError(f"database {self._safe(url)}: {_one_line(exc)}") from None
+
+    @staticmethod
+    def _safe(url: str) -> str:
+        try:
+            return sa.make_url(url).render_as_string(hide_password=True)
+        except sa.exc.ArgumentError:
+            return repr(url)
+
+    async def _check_telemetry(self, url: str) -> None:
+        try:
+            client = AsyncTelemetryClient(
+                url, timeout=5.0, retry=RetryPolicy(max_attempts=3, deadline=10.0)
+            )
+        except ConfigurationError as exc:
+            raise DemoError(f"--telemetry-url {url!r}: {_one_line(exc)}") from None
+        async with client:
+            try:
+                await client.health()
+            except TelemetryError as exc:
+                message = f"Telemetry at {url} did not answer /health: {_one_line(exc)}"
+                raise DemoError(message) from None
+
+    # --- the run ------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        url, described = self._database()
+        await self._prepare_database(url)
+        with contextlib.ExitStack() as stack:
+            standin = None
+            telemetry_url = self.telemetry_url
+            if self.forward and telemetry_url is None:
+                standin = TelemetryStandIn()
+                telemetry_url = stack.enter_context(standin.serve())
+                telemetry_text = f"Telemetry stand-in on {telemetry_url}"
+            elif self.forward and telemetry_url is not None:
+                await self._check_telemetry(telemetry_url)
+                telemetry_text = f"Telemetry at {telemetry_url}"
+            else:
+                telemetry_text = "not forwarding (--no-forward): events stay in the outbox"
+            api = DemoCoreApi(url, telemetry_url=telemetry_url if self.forward else None)
+            try:
+                base_url = stack.enter_context(serve_asgi(api.app, lifespan="on"))
+            except (OSError, RuntimeError, TimeoutError) as exc:
+                raise DemoError(f"the sample Core API did not start: {_one_line(exc)}") from None
+            self.say(f"auditevt demo {__version__}: {self.requests} requests, run {self.run_id}")
+            self.say(f"  database:  {described}")
+            self.say(f"  Telemetry: {telemetry_text}")
+            self.say(f"  Core API:  {base_url} (Starlette + AuditMiddleware + in-app relay)")
+            started = datetime.now(UTC) - timedelta(seconds=1)
+            try:
+                outcomes = await send_requests(
+                    base_url,
+                    self.requests,
+                    user_agent=self.user_agent,
+                    seed=self.seed,
+                    progress=self._progress,
+                )
+            except httpx.HTTPError as exc:
+                raise DemoError(f"the sample Core API failed: {_one_line(exc)}") from None
+            last_request = time.monotonic()
+            event_ids = api.event_ids()
+            async with AuditReader(url) as reader:
+                pending = await self._wait_for_delivery(reader.engine, event_ids, last_request)
+                records = await self._read_back(reader, started)
+            try:
+                isolation = await self._check_isolation(base_url, records)
+            except httpx.HTTPError as exc:
+                raise DemoError(f"the admin endpoint failed: {_one_line(exc)}") from None
+            # Stop the app (and its relay) before reading what the stand-in received.
+            stack.close()
+            return self._report(outcomes, event_ids, records, pending, isolation, standin, api)
+
+    def _progress(self, done: int, total: int) -> None:
+        step = max(1, total // 4)
+        if done % step == 0 or done == total:
+            self.say(f"  sent {done}/{total} requests")
+
+    async def _outbox_rows(
+        self, engine: AsyncEngine, event_ids: Iterable[uuid.UUID]
+    ) -> dict[uuid.UUID, bool]:
+        """The given events still in the outbox, each with whether it is dead-lettered."""
+        ids = list(event_ids)
+        rows: dict[uuid.UUID, bool] = {}
+        async with engine.connect() as conn:
+            for start in range(0, len(ids), _IN_CHUNK):
+                chunk = ids[start : start + _IN_CHUNK]
+                query = sa.select(AUDIT_OUTBOX.c.event_id, AUDIT_OUTBOX.c.dead_lettered_at).where(
+                    AUDIT_OUTBOX.c.event_id.in_(chunk)
+                )
+                for event_id, dead_at in (await conn.execute(query)).all():
+                    rows[event_id] = dead_at is not None
+        return rows
+
+    async def _wait_for_delivery(
+        self, engine: AsyncEngine, event_ids: list[uuid.UUID], since: float
+    ) -> dict[uuid.UUID, bool]:
+        """Wait until no event of the run is deliverable; the run's rows left in the outbox."""
+        try:
+            rows = await self._outbox_rows(engine, event_ids)
+            if not self.forward:
+                return rows
+            self.say(f"  waiting for the relay to deliver {len(rows)} events ...")
+            shown = time.monotonic()
+            while any(not dead for dead in rows.values()):
+                now = time.monotonic()
+                if now - since > self.delivery_timeout:
+                    self.say(f"  gave up waiting after {self.delivery_timeout:g} s")
+                    break
+                if now - shown >= 2.0:
+                    waiting = sum(not dead for dead in rows.values())
+                    self.say(f"  ... {waiting} events still pending")
+                    shown = now
+                await asyncio.sleep(0.05)
+                rows = await self._outbox_rows(engine, rows)
+        except AuditError as exc:  # pragma: no cover - the database went away mid-run
+            raise DemoError(f"reading the outbox failed: {_one_line(exc)}") from None
+        except sa.exc.SQLAlchemyError as exc:
+            raise DemoError(f"reading the outbox failed: {_one_line(exc)}") from None
+        self.drained_after = time.monotonic() - since
+        return rows
+
+    async def _read_back(self, reader: AuditReader, since: datetime) -> list[AuditRecord]:
+        """This run's audit rows, organization by organization, through the org-scoped reader."""
+        records: list[AuditRecord] = []
+        try:
+            for organization_id in (0, *ORGANIZATIONS):
+                after: str | None = None
+                while True:
+                    page = await reader.list_events(
+                        organization_id, since=since, limit=1000, after=after
+                    )
+                    records.extend(r for r in page.items if r.event.user_agent == self.user_agent)
+                    if page.next_cursor is None:
+                        break
+                    after = page.next_cursor
+        except AuditError as exc:
+            raise DemoError(f"reading audit_log failed: {_one_line(exc)}") from None
+        return records
+
+    async def _check_isolation(
+        self, base_url: str, records: list[AuditRecord]
+    ) -> list[tuple[int, int, int]]:
+        """For two organizations, what their admin endpoint shows: (org, rows, foreign rows).
+
+        Each asks with ``?organization_id=`` of the other as well: the endpoint must ignore it.
+        """
+        present = sorted({r.event.organization_id for r in records} - {0})[:2]
+        results: list[tuple[int, int, int]] = []
+        async with httpx.AsyncClient(base_url=base_url, timeout=60.0) as http:
+            for org in present:
+                other = next((o for o in ORGANIZATIONS if o != org), org)
+                headers = {"authorization": f"Bearer {demo_token(org * 100 + 1, org)}"}
+                seen = foreign = 0
+                after = ""
+                while True:
+                    response = await http.get(
+                        "/admin/audit-log",
+                        params={"limit": 1000, "after": after, "organization_id": other},
+                        headers=headers,
+                    )
+                    response.raise_for_status()
+                    page = response.json()
+                    for item in page["items"]:
+                        seen += 1
+                        foreign += item["event"]["organization_id"] != org
+                    if page["next_cursor"] is None:
+                        break
+                    after = page["next_cursor"]
+                results.append((org, seen, foreign))
+        return results
+
+    # --- the report ---------------------------------------------------------------------------
+
+    def _report(
+        self,
+        outcomes: list[Outcome],
+        event_ids: list[uuid.UUID],
+        records: list[AuditRecord],
+        pending: dict[uuid.UUID, bool],
+        isolation: list[tuple[int, int, int]],
+        standin: TelemetryStandIn | None,
+        api: DemoCoreApi,
+    ) -> int:
+        ok = True
+        events = [r.event for r in records]
+        audited = len(records)
+        self.say()
+        self._by_organization(events)
+        statuses = Counter(e.status_code for e in events)
+        self.say(
+            "  status codes: " + ", ".join(f"{code} x{n}" for code, n in sorted(statuses.items()))
+        )
+        latencies = [o.latency_s for o in outcomes]
+        self.say(
+            f"  audited latency: p50 {_ms(_percentile(latencies, 0.5))}, "
+            f"p99 {_ms(_percentile(latencies, 0.99))} (client side; each answer waited for "
+            "its audit row)"
+        )
+        spoofed = sum(o.spoofed for o in outcomes)
+        believed = sum(e.ip_address == SPOOFED_IP for e in events)
+        self.say(
+            f"  client IP: {spoofed} requests forged X-Forwarded-For: {SPOOFED_IP}, "
+            f"recorded {believed} times (the proxy's hop is kept)"
+        )
+        passwords = [
+            e.changes["portal_password"]
+            for e in events
+            if isinstance(e.changes, dict) and "portal_password" in e.changes
+        ]
+        leaked = sum(p != "[REDACTED]" for p in passwords)
+        self.say(
+            f"  secrets: portal_password redacted in {len(passwords) - leaked} of "
+            f"{len(passwords)} rows"
+        )
+        for org, seen, foreign in isolation:
+            verdict = "all" if not foreign else f"{foreign} NOT"
+            self.say(
+                f"  tenant isolation: org {org}'s admin (asking for another org) sees "
+                f"{seen} rows, {verdict} of org {org}"
+            )
+            ok = ok and not foreign
+        if believed or leaked:
+            ok = False
+        if set(event_ids) != {r.event_id for r in records}:
+            self.say(
+                f"  MISMATCH: the middleware wrote {len(event_ids)} rows, "
+                f"audit_log holds {audited} of this run"
+            )
+            ok = False
+        dead = sum(pending.values())
+        forwarded = 0
+        if self.forward:
+            forwarded = audited - len(pending)
+            ok = self._report_delivery(records, pending, standin, api, forwarded) and ok
+            ok = ok and not pending
+        if dead:
+            self.say(f"  {dead} events were dead-lettered (rejected by Telemetry); see the outbox")
+        self.say(f"audited={audited} forwarded={forwarded} pending={len(pending)}")
+        return 0 if ok else 1
+
+    def _by_organization(self, events: list[Event]) -> None:
+        self.say("  audit_log rows of this run, by organization:")
+        self.say(
+            f"    {'org':>3}  {'name':<22}{'rows':>5}{'CREATE':>8}{'UPDATE':>8}{'DELETE':>8}"
+            f"{'2xx':>6}{'4xx':>6}{'5xx':>6}{'break-glass':>13}{'impersonation':>15}"
+        )
+        names = {0: "(not authenticated)", **ORGANIZATIONS}
+        for org in sorted({e.organization_id for e in events}):
+            mine = [e for e in events if e.organization_id == org]
+            actions = Counter(str(e.action) for e in mine)
+            classes = Counter(e.status_code // 100 for e in mine)
+            contexts = Counter(e.action_context for e in mine)
+            self.say(
+                f"    {org:>3}  {names.get(org, '?'):<22}{len(mine):>5}{actions['CREATE']:>8}"
+                f"{actions['UPDATE']:>8}{actions['DELETE']:>8}{classes[2]:>6}{classes[4]:>6}"
+                f"{classes[5]:>6}{contexts[ActionContext.BREAK_GLASS]:>13}"
+                f"{contexts[ActionContext.IMPERSONATION]:>15}"
+            )
+
+    def _report_delivery(
+        self,
+        records: list[AuditRecord],
+        pending: dict[uuid.UUID, bool],
+        standin: TelemetryStandIn | None,
+        api: DemoCoreApi,
+        forwarded: int,
+    ) -> bool:
+        ok = True
+        if pending:
+            self.say(f"  delivery: {len(pending)} events of this run are still in the outbox")
+        else:
+            self.say(
+                f"  delivery: none of this run's events left in the outbox "
+                f"{self.drained_after:.2f} s after the last request"
+            )
+        stats = api.relay_stats
+        if stats is not None:
+            self.say(
+                f"  relay: {stats.batches} batches answered, {stats.delivered} events delivered, "
+                f"{stats.retried} deliveries rescheduled, {stats.dead_lettered} dead-lettered"
+            )
+        if standin is not None:
+            received = standin.received_at()
+            delivered = [r for r in records if r.event_id not in pending]
+            missing = [r for r in delivered if r.event_id not in received]
+            lags = [
+                (received[r.event_id].unix_ns - r.event.timestamp.unix_ns) / 1e9
+                for r in delivered
+                if r.event_id in received
+            ]
+            if lags:
+                self.say(
+                    f"  delivery lag (request to Telemetry): p50 {_ms(_percentile(lags, 0.5))}, "
+                    f"p99 {_ms(_percentile(lags, 0.99))}, max {_ms(max(lags))}"
+                )
+            self.say(
+                f"  Telemetry stand-in stored {len(standin.event_ids())} distinct events "
+                f"({forwarded} of this run delivered)"
+            )
+            if missing:
+                self.say(f"  MISMATCH: {len(missing)} delivered events are not in the stand-in")
+                ok = False
+        return ok
