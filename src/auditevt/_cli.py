@@ -1,13 +1,21 @@
 """The ``auditevt`` command line.
 
-Subcommands live in :data:`COMMANDS`, a table of :class:`Command` values: a name, a help line, a
-function that adds its arguments and a function that runs it. A subcommand implemented in
-another package (``migrate``, ``relay``, ``demo``, ``telemetry``) is added as one more entry whose
-two functions import that package when called, so ``auditevt`` itself still imports only
-pydantic and the standard library, and a missing extra is a one-line error, not a crash.
+Every subcommand is a :class:`Command` value: a name, a help line, a function that adds its
+arguments and a function that runs it. This package defines ``schema`` and ``validate``; the
+packages above it register theirs (``migrate``, ``relay``, ``telemetry``, ``demo``, ...) as
+entry points in the ``auditevt.commands`` group, so the contract layer never imports upward and
+``auditevt`` with pydantic alone still starts: a command whose extra is missing says which one.
 
-A user error (a bad argument, an unreadable file, an unknown model) is one line on stderr and
-exit status 2; ``validate`` exits 1 when any event is invalid.
+One exit-status rule for every command:
+
+- 0: done;
+- 1: a runtime failure (the database is unreachable, a port is taken, events are invalid): one
+  line on stderr;
+- 2: a user error (a bad argument or value, an unreadable file, an unknown name): one line on
+  stderr, raised as :class:`UsageError` or returned by the command;
+- 130: interrupted (Ctrl-C).
+
+Never a traceback for either kind of error.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from typing import IO, Any, NoReturn
 
 from pydantic import ValidationError
@@ -27,7 +36,15 @@ from auditevt._event import Event
 from auditevt._fields import error_path
 from auditevt._schema import MODELS, json_schema, write_schema_files
 
-__all__ = ["COMMANDS", "Command", "UsageError", "build_parser", "main"]
+__all__ = [
+    "BUILTIN_COMMANDS",
+    "ENTRY_POINT_GROUP",
+    "Command",
+    "UsageError",
+    "build_parser",
+    "find_commands",
+    "main",
+]
 
 
 class UsageError(Exception):
@@ -45,7 +62,8 @@ class Command:
     add_arguments: Callable[[argparse.ArgumentParser], None]
     """Adds the subcommand's arguments to its parser."""
     run: Callable[[argparse.Namespace], int]
-    """Does the work and returns the exit status; raises :class:`UsageError` for user errors."""
+    """Does the work and returns the exit status: 0 success, 1 a runtime failure (one line on
+    stderr); raises :class:`UsageError` for a user error (exit 2)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -144,159 +162,12 @@ def _validate_run(args: argparse.Namespace) -> int:
     return 1 if invalid else 0
 
 
-# --- commands of the other packages (imported when run) ---------------------------------------
+# --- the registry -----------------------------------------------------------------------------
 
+#: The entry-point group where other packages register their subcommands, each a :class:`Command`.
+ENTRY_POINT_GROUP = "auditevt.commands"
 
-def _database_url_argument(parser: argparse.ArgumentParser, *, required: bool) -> None:
-    parser.add_argument(
-        "--database-url",
-        required=required,
-        metavar="URL",
-        help="postgresql+psycopg://user@host:5432/db or sqlite:///path.sqlite3",
-    )
-
-
-def _telemetry_url_argument(parser: argparse.ArgumentParser, default_help: str) -> None:
-    parser.add_argument(
-        "--telemetry-url",
-        metavar="URL",
-        help=f"Telemetry's base URL (https, or http on loopback); default: {default_help}",
-    )
-
-
-def _import_error(command: str, exc: ImportError) -> UsageError:
-    return UsageError(f"{command}: {exc}")
-
-
-def _migrate_arguments(parser: argparse.ArgumentParser) -> None:
-    _database_url_argument(parser, required=True)
-
-
-def _migrate_run(args: argparse.Namespace) -> int:
-    try:
-        from audit_middleware import MigrationError, migrate_command
-    except ImportError as exc:
-        raise _import_error("migrate", exc) from None
-    try:
-        print(migrate_command(args.database_url))
-    except MigrationError as exc:
-        print(f"auditevt migrate: error: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _relay_arguments(parser: argparse.ArgumentParser) -> None:
-    _database_url_argument(parser, required=True)
-    _telemetry_url_argument(parser, "$TELEMETRY_INTERNAL_URL")
-    parser.add_argument(
-        "--until-empty",
-        action="store_true",
-        help="exit 0 once the outbox holds nothing deliverable (default: run until SIGTERM)",
-    )
-    parser.add_argument(
-        "--metrics-port", type=int, metavar="PORT", help="serve Prometheus metrics on PORT"
-    )
-
-
-def _relay_run(args: argparse.Namespace) -> int:
-    try:
-        from audit_middleware import relay_command
-    except ImportError as exc:
-        raise _import_error("relay", exc) from None
-    return relay_command(
-        args.database_url, args.telemetry_url, args.until_empty, metrics_port=args.metrics_port
-    )
-
-
-def _demo_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--requests", type=int, default=200, metavar="N", help="audited requests (default 200)"
-    )
-    parser.add_argument(
-        "--database-url",
-        metavar="URL",
-        help="where audit rows go (default: ./auditevt-demo.sqlite3, made anew)",
-    )
-    _telemetry_url_argument(parser, "a Telemetry stand-in on loopback")
-    parser.add_argument(
-        "--no-forward",
-        action="store_true",
-        help="leave events in the outbox (deliver them later with auditevt relay)",
-    )
-
-
-def _demo_run(args: argparse.Namespace) -> int:
-    try:
-        from auditevt_demo._demo import demo_command
-    except ImportError as exc:
-        raise _import_error("demo", exc) from None
-    return demo_command(
-        requests=args.requests,
-        database_url=args.database_url,
-        telemetry_url=args.telemetry_url,
-        forward=not args.no_forward,
-    )
-
-
-def _telemetry_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=int, default=8900, help="port (default 8900)")
-    parser.add_argument(
-        "--failure-rate",
-        type=float,
-        default=0.0,
-        metavar="P",
-        help="fail this share of requests (0 to 1) with 503/429/500, slow answers or drops",
-    )
-    parser.add_argument(
-        "--latency", type=float, default=0.0, metavar="S", help="seconds added to every answer"
-    )
-    parser.add_argument(
-        "--retry-after", type=int, default=1, metavar="S", help="Retry-After on 429/503"
-    )
-    parser.add_argument("--seed", type=int, default=None, help="seed for the fault dice")
-
-
-def _telemetry_run(args: argparse.Namespace) -> int:
-    try:
-        from telemetry_client.testing import telemetry_command
-    except ImportError as exc:
-        raise _import_error("telemetry", exc) from None
-    return telemetry_command(
-        args.host,
-        args.port,
-        args.failure_rate,
-        args.latency,
-        args.retry_after,
-        seed=args.seed,
-    )
-
-
-COMMANDS: tuple[Command, ...] = (
-    Command(
-        name="demo",
-        help="run a sample Core API with the middleware, the relay and a Telemetry stand-in",
-        add_arguments=_demo_arguments,
-        run=_demo_run,
-    ),
-    Command(
-        name="migrate",
-        help="create or upgrade the audit tables (and PostgreSQL's RLS, roles, triggers)",
-        add_arguments=_migrate_arguments,
-        run=_migrate_run,
-    ),
-    Command(
-        name="relay",
-        help="forward the outbox to Telemetry until stopped (or until empty)",
-        add_arguments=_relay_arguments,
-        run=_relay_run,
-    ),
-    Command(
-        name="telemetry",
-        help="serve a Telemetry stand-in (every endpoint, dedup, fault injection)",
-        add_arguments=_telemetry_arguments,
-        run=_telemetry_run,
-    ),
+BUILTIN_COMMANDS: tuple[Command, ...] = (
     Command(
         name="schema",
         help="print the JSON Schema of Event or another model",
@@ -310,11 +181,49 @@ COMMANDS: tuple[Command, ...] = (
         run=_validate_run,
     ),
 )
-"""Every subcommand, in the order ``--help`` lists them."""
+"""The commands of the contract package itself."""
 
 
-def build_parser(commands: Sequence[Command] = COMMANDS) -> argparse.ArgumentParser:
-    """The argument parser of ``auditevt`` with one subparser per command."""
+def _unavailable(name: str, exc: ImportError) -> Command:
+    # A command whose package cannot be imported (its extra is not installed) still shows in
+    # --help, and running it says which extra to install: one line, exit 2.
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        parser.set_defaults(_accepts_anything=True)
+
+    def run(args: argparse.Namespace) -> int:
+        raise UsageError(f"{name}: {exc}")
+
+    return Command(name=name, help=f"(unavailable: {exc})", add_arguments=add_arguments, run=run)
+
+
+def find_commands() -> tuple[Command, ...]:
+    """The built-in commands, then those registered under :data:`ENTRY_POINT_GROUP` by name.
+
+    Loading an entry point imports its package; one that cannot be imported becomes a command
+    that explains why when run.
+    """
+    found: dict[str, Command] = {}
+    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            command = entry_point.load()
+        except ImportError as exc:
+            command = _unavailable(entry_point.name, exc)
+        if not isinstance(command, Command) or command.name != entry_point.name:
+            raise TypeError(
+                f"entry point {entry_point.name!r} = {entry_point.value!r} in group "
+                f"{ENTRY_POINT_GROUP!r} must be an auditevt._cli.Command named {entry_point.name!r}"
+            )
+        found.setdefault(command.name, command)
+    builtin = {command.name for command in BUILTIN_COMMANDS}
+    return BUILTIN_COMMANDS + tuple(
+        found[name] for name in sorted(found) if name not in builtin
+    )
+
+
+def build_parser(commands: Sequence[Command] | None = None) -> argparse.ArgumentParser:
+    """The argument parser of ``auditevt`` with one subparser per command (default: all)."""
+    if commands is None:
+        commands = find_commands()
     parser = _Parser(
         prog="auditevt",
         description="The audit event contract shared by the Core API and Telemetry.",
@@ -335,7 +244,10 @@ def build_parser(commands: Sequence[Command] = COMMANDS) -> argparse.ArgumentPar
 def main(argv: list[str] | None = None) -> int:
     """Run ``auditevt`` with ``argv`` (default ``sys.argv[1:]``) and return the exit status."""
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args, unknown = parser.parse_known_args(argv)
+        if unknown and not getattr(args, "_accepts_anything", False):
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
         status: int = args._run(args)
     except UsageError as exc:
         print(f"auditevt: error: {exc}", file=sys.stderr)

@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 
 from auditevt import CONTRACT_VERSION, MODELS, __version__, json_schema
-from auditevt._cli import COMMANDS, build_parser, main
+from auditevt._cli import build_parser, find_commands, main
 
 GOLDEN = Path(__file__).parent / "data" / "go-golden.jsonl"
 
@@ -179,41 +179,39 @@ def test_cli_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert "schema" in out and "validate" in out
 
 
-def test_cli_lists_every_command() -> None:
-    assert [c.name for c in COMMANDS] == [
-        "demo",
-        "migrate",
-        "relay",
-        "telemetry",
-        "schema",
-        "validate",
-    ]
+def test_cli_finds_the_commands_of_every_installed_package() -> None:
+    names = [command.name for command in find_commands()]
+    assert names == ["schema", "validate", "demo", "migrate", "relay", "telemetry"]
     parser = build_parser()
     args = parser.parse_args(["relay", "--database-url", "sqlite:///x", "--until-empty"])
     assert (args.database_url, args.until_empty, args.telemetry_url) == ("sqlite:///x", True, None)
 
 
-@pytest.mark.parametrize(
-    ("argv", "status", "message"),
-    [
-        (["migrate", "--database-url", "mysql://db/x"], 1, "unsupported database URL scheme"),
-        (["migrate", "--database-url", "postgresql://postgres@127.0.0.1:1/x"], 1, "port 1"),
-        (["migrate"], 2, "--database-url"),
-        (["relay", "--database-url", "ftp://x"], 2, "--database-url"),
-        (["demo", "--requests", "0"], 2, "requests=0"),
-        (["demo", "--requests", "many"], 2, "invalid int value"),
-        (["telemetry", "--failure-rate", "2"], 2, "failure_rate"),
-    ],
-)
-def test_cli_user_errors_are_one_line_without_traceback(
-    capsys: pytest.CaptureFixture[str], argv: list[str], status: int, message: str
+def test_cli_command_whose_package_cannot_be_imported_names_the_problem(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(argv) == status
+    from importlib.metadata import EntryPoint
+
+    import auditevt._cli as cli
+
+    broken = EntryPoint("seal", "auditevt_no_such_package._command:SEAL", cli.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(cli, "entry_points", lambda group: [broken])
+    assert [command.name for command in cli.find_commands()] == ["schema", "validate", "seal"]
+    assert main(["seal", "--anything", "x"]) == 2
     err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert message in lines[0]
-    assert "Traceback" not in err
+    assert err.count("\n") == 1
+    assert "seal: No module named 'auditevt_no_such_package'" in err
+
+
+def test_cli_entry_point_that_is_not_a_command_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from importlib.metadata import EntryPoint
+
+    import auditevt._cli as cli
+
+    wrong = EntryPoint("schema2", "auditevt._cli:main", cli.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(cli, "entry_points", lambda group: [wrong])
+    with pytest.raises(TypeError, match=r"must be an auditevt\._cli\.Command named 'schema2'"):
+        cli.find_commands()
 
 
 def test_cli_runs_as_a_program(tmp_path: Path) -> None:

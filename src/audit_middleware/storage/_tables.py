@@ -1,8 +1,8 @@
 """The tables, as SQLAlchemy Core: ``audit_log`` (append-only) and ``audit_outbox`` (delivery).
 
-The Alembic migrations in ``audit_middleware/storage/migrations`` create exactly these; a test
-compares them. ``audit_outbox`` carries its own copy of the event JSON because ``audit_log`` is under
-forced row-level security: a relay, which serves every organization, reads only the outbox.
+The Alembic migrations in ``audit_middleware/storage/migrations`` create exactly these; a
+test compares them. ``audit_outbox`` carries its own copy of the event JSON because ``audit_log``
+is under forced row-level security: a relay, which serves every organization, reads only the outbox.
 """
 
 from __future__ import annotations

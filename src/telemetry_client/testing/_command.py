@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import TextIO
 
+from auditevt._cli import Command
 from telemetry_client.testing._faults import FaultInjection
 from telemetry_client.testing._server import bind, run_server, url_of
 from telemetry_client.testing._standin import TelemetryStandIn
 
-__all__ = ["serve_forever", "telemetry_command"]
+__all__ = ["TELEMETRY", "serve_forever", "telemetry_command"]
 
 
 def serve_forever(
@@ -66,3 +68,42 @@ def telemetry_command(
         print(f"auditevt telemetry: error: cannot listen on {host}:{port}: {exc}", file=errors)
         return 1
     return 0
+
+
+def _telemetry_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8900, help="port (default 8900)")
+    parser.add_argument(
+        "--failure-rate",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="fail this share of requests (0 to 1) with 503/429/500, slow answers or drops",
+    )
+    parser.add_argument(
+        "--latency", type=float, default=0.0, metavar="S", help="seconds added to every answer"
+    )
+    parser.add_argument(
+        "--retry-after", type=int, default=1, metavar="S", help="Retry-After on 429/503"
+    )
+    parser.add_argument("--seed", type=int, default=None, help="seed for the fault dice")
+
+
+def _telemetry_run(args: argparse.Namespace) -> int:
+    return telemetry_command(
+        args.host,
+        args.port,
+        args.failure_rate,
+        args.latency,
+        args.retry_after,
+        seed=args.seed,
+    )
+
+
+TELEMETRY = Command(
+    name="telemetry",
+    help="serve a Telemetry stand-in (every endpoint, dedup, fault injection)",
+    add_arguments=_telemetry_arguments,
+    run=_telemetry_run,
+)
+"""``auditevt telemetry``, registered in the ``auditevt.commands`` entry-point group."""

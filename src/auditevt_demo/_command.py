@@ -1,0 +1,45 @@
+"""``auditevt demo``, registered in the ``auditevt.commands`` entry-point group."""
+
+from __future__ import annotations
+
+import argparse
+
+from audit_middleware._commands import add_telemetry_url
+from auditevt._cli import Command
+from auditevt_demo._demo import demo_command
+
+__all__ = ["DEMO"]
+
+
+def _demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--requests", type=int, default=200, metavar="N", help="audited requests (default 200)"
+    )
+    parser.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="where audit rows go (default: ./auditevt-demo.sqlite3, made anew)",
+    )
+    add_telemetry_url(parser, "a Telemetry stand-in on loopback")
+    parser.add_argument(
+        "--no-forward",
+        action="store_true",
+        help="leave events in the outbox (deliver them later with auditevt relay)",
+    )
+
+
+def _demo_run(args: argparse.Namespace) -> int:
+    return demo_command(
+        requests=args.requests,
+        database_url=args.database_url,
+        telemetry_url=args.telemetry_url,
+        forward=not args.no_forward,
+    )
+
+
+DEMO = Command(
+    name="demo",
+    help="run a sample Core API with the middleware, the relay and a Telemetry stand-in",
+    add_arguments=_demo_arguments,
+    run=_demo_run,
+)
