@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from telemetry_client._calls import Call
 from telemetry_client._config import DEFAULT_GZIP_THRESHOLD, DEFAULT_TIMEOUT, ClientConfig
 from telemetry_client._exceptions import (
+    ConfigurationError,
     HTTPStatusError,
     ResponseDecodeError,
     map_httpx_errors,
@@ -58,10 +59,10 @@ class BaseClient:
     def __init__(self, base_url: str | httpx.URL | None, options: ClientOptions) -> None:
         unknown = sorted(set(options) - set(ClientOptions.__annotations__))
         if unknown:
-            raise TypeError(f"unexpected keyword argument(s): {', '.join(unknown)}")
+            raise ConfigurationError(f"unexpected keyword argument(s): {', '.join(unknown)}")
         retry = options.get("retry", RetryPolicy())
         if not isinstance(retry, RetryPolicy):
-            raise TypeError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
+            raise ConfigurationError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
         self._config = ClientConfig.build(
             base_url,
             allow_insecure_http=options.get("allow_insecure_http", False),

@@ -29,6 +29,7 @@ from auditevt import (
     PoseFramesResponse,
     ingest_envelope_json,
 )
+from telemetry_client._exceptions import ConfigurationError
 
 __all__ = [
     "Call",
@@ -129,4 +130,6 @@ def _post(path: str, request: M, request_model: type[M], response_model: type[R]
 def _check_type(name: str, value: object, expected: type[Any]) -> None:
     # A dict or another model would otherwise fail deep inside pydantic or httpx.
     if not isinstance(value, expected):
-        raise TypeError(f"{name} must be a {expected.__name__}, got {type(value).__name__}")
+        raise ConfigurationError(
+            f"{name} must be a {expected.__name__}, got {type(value).__name__}"
+        )

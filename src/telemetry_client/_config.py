@@ -90,7 +90,7 @@ def _resolve_base_url(base_url: str | httpx.URL | None, *, allow_insecure_http: 
                 "(for example https://telemetry.internal)"
             )
     if not isinstance(base_url, str | httpx.URL):
-        raise TypeError(f"base_url must be a str or httpx.URL, got {base_url!r}")
+        raise ConfigurationError(f"base_url must be a str or httpx.URL, got {base_url!r}")
     try:
         url = httpx.URL(base_url)
     except httpx.InvalidURL as exc:
@@ -118,9 +118,9 @@ def _resolve_timeout(timeout: float | httpx.Timeout) -> httpx.Timeout:
     if isinstance(timeout, httpx.Timeout):
         return timeout
     if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-        raise TypeError(f"timeout must be seconds or an httpx.Timeout, got {timeout!r}")
+        raise ConfigurationError(f"timeout must be seconds or an httpx.Timeout, got {timeout!r}")
     if not timeout > 0:
-        raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
+        raise ConfigurationError(f"timeout must be > 0 seconds, got {timeout!r}")
     return httpx.Timeout(float(timeout))
 
 
@@ -136,7 +136,7 @@ def _build_headers(bearer_token: str | None, extra: Mapping[str, str] | None) ->
     for name, value in extra.items():
         # h11 would only notice at send time; an early, named error is kinder.
         if not isinstance(name, str) or not isinstance(value, str):
-            raise TypeError(f"headers must map str to str, got {name!r}: {value!r}")
+            raise ConfigurationError(f"headers must map str to str, got {name!r}: {value!r}")
         if any(c in name + value for c in "\r\n\0"):
             raise ConfigurationError(f"header {name!r} has a line break or NUL in it")
     extra_headers = httpx.Headers(extra)
@@ -158,5 +158,5 @@ def _check_gzip_threshold(threshold: int | None) -> int | None:
     if threshold is None:
         return None
     if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 0:
-        raise ValueError(f"gzip_threshold must be an int >= 0 or None, got {threshold!r}")
+        raise ConfigurationError(f"gzip_threshold must be an int >= 0 or None, got {threshold!r}")
     return threshold

@@ -2,7 +2,7 @@
 
 ```
 TelemetryError
-├── ConfigurationError              (also a ValueError) bad base URL, headers, arguments
+├── ConfigurationError              (also ValueError, TypeError) bad URL, headers, arguments
 ├── TransportError                  no usable answer: the request may or may not have arrived
 │   ├── ConnectError
 │   ├── ReadError
@@ -81,8 +81,13 @@ class TelemetryError(Exception):
     """The root of every exception ``telemetry_client`` raises."""
 
 
-class ConfigurationError(TelemetryError, ValueError):
-    """The client cannot be used as configured: no or bad base URL, plain HTTP, bad headers."""
+class ConfigurationError(TelemetryError, ValueError, TypeError):
+    """The client cannot be used as configured: no or bad base URL, plain HTTP, bad headers,
+    timeouts, retry policy values or call arguments.
+
+    Also a ``ValueError`` and a ``TypeError``, so ``except ValueError`` written for either kind
+    of bad argument still catches it.
+    """
 
 
 class TransportError(TelemetryError):

@@ -25,6 +25,7 @@ import anyio
 import tenacity
 
 from telemetry_client._exceptions import (
+    ConfigurationError,
     DeadlineExceeded,
     HTTPStatusError,
     RetriesExhausted,
@@ -67,7 +68,7 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
         return None
     reference = now if now is not None else datetime.now(UTC)
     if reference.tzinfo is None:
-        raise ValueError(f"now must be timezone-aware, got {reference!r}")
+        raise ConfigurationError(f"now must be timezone-aware, got {reference!r}")
     return max(0.0, (when - reference).total_seconds())
 
 
@@ -146,22 +147,22 @@ class RetryPolicy:
             or not isinstance(self.max_attempts, int)
             or self.max_attempts < 1
         ):
-            raise ValueError(f"max_attempts must be an int >= 1, got {self.max_attempts!r}")
+            raise ConfigurationError(f"max_attempts must be an int >= 1, got {self.max_attempts!r}")
         if self.deadline is not None:
             _check_seconds("deadline", self.deadline, positive=True)
         _check_seconds("initial_wait", self.initial_wait)
         _check_seconds("max_wait", self.max_wait)
         _check_seconds("max_retry_after", self.max_retry_after)
         if self.max_wait < self.initial_wait:
-            raise ValueError(
+            raise ConfigurationError(
                 f"max_wait ({self.max_wait!r}) must be >= initial_wait ({self.initial_wait!r})"
             )
         statuses = frozenset(self.retryable_statuses)
         for status in statuses:
             if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status < 600:
-                raise ValueError(f"retryable_statuses holds {status!r}, not an HTTP status")
+                raise ConfigurationError(f"retryable_statuses holds {status!r}, not an HTTP status")
             if 200 <= status < 300:
-                raise ValueError(f"retryable_statuses holds {status!r}, a success status")
+                raise ConfigurationError(f"retryable_statuses holds {status!r}, a success status")
         object.__setattr__(self, "retryable_statuses", statuses)
 
     @classmethod
@@ -184,7 +185,7 @@ class RetryPolicy:
         raised to ``min(retry_after, max_retry_after)`` when the server sent a ``Retry-After``.
         """
         if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
-            raise ValueError(f"attempt must be an int >= 1, got {attempt!r}")
+            raise ConfigurationError(f"attempt must be an int >= 1, got {attempt!r}")
         # 2 ** 63 already dwarfs any cap; bounding the exponent keeps the float finite.
         ceiling = min(self.max_wait, self.initial_wait * 2.0 ** min(attempt - 1, 63))
         wait = self.random() * ceiling
@@ -236,10 +237,12 @@ class RetryPolicy:
 
 def _check_seconds(name: str, value: float, *, positive: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+        raise ConfigurationError(f"{name} must be a number of seconds, got {value!r}")
     if not math.isfinite(value) or value < 0 or (positive and value == 0):
         bound = "> 0" if positive else ">= 0"
-        raise ValueError(f"{name} must be a finite number of seconds {bound}, got {value!r}")
+        raise ConfigurationError(
+            f"{name} must be a finite number of seconds {bound}, got {value!r}"
+        )
 
 
 def _log_retry(retry_state: tenacity.RetryCallState) -> None:

@@ -251,3 +251,30 @@ def test_config_rejects_bad_gzip_threshold(threshold: Any) -> None:
 
 def test_config_default_retry_policy() -> None:
     assert make("https://telemetry.internal").retry == RetryPolicy()
+
+
+# Every bad argument is a ConfigurationError (a TelemetryError), still a ValueError/TypeError --
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: make("https://telemetry.internal", timeout=0), "timeout"),
+        (lambda: make("https://telemetry.internal", timeout="5"), "timeout"),
+        (lambda: make("https://telemetry.internal", gzip_threshold=-1), "gzip_threshold"),
+        (lambda: make("https://telemetry.internal", retry="3"), "RetryPolicy"),
+        (lambda: make("https://telemetry.internal", headers={"x": 1}), "headers"),
+        (lambda: make(42), "base_url"),
+        (lambda: RetryPolicy(max_attempts=0), "max_attempts"),
+        (lambda: RetryPolicy(deadline=-1.0), "deadline"),
+        (lambda: RetryPolicy(max_wait=float("nan")), "max_wait"),
+        (lambda: RetryPolicy(retryable_statuses=frozenset({200})), "success status"),
+    ],
+)
+def test_config_every_bad_argument_is_a_configuration_error(
+    build: Any, message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=message) as caught:
+        build()
+    assert isinstance(caught.value, TelemetryError)
+    assert isinstance(caught.value, ValueError) and isinstance(caught.value, TypeError)
