@@ -2,15 +2,27 @@
 
 Our exception tree::
 
-    AuditError                  the root: catch this to catch everything below
-    ├── StoreError              an audit row could not be written (bad value, constraint, ...)
-    │   └── StoreUnavailable    ... because the database could not be reached or went away
-    ├── ReaderError             an audit query failed
-    ├── OutboxError             an outbox operation of the relay (claim, ack, ...) failed
-    └── MigrationError          the schema could not be migrated (bad URL, unreachable, failed DDL)
+    AuditError                      the root: catch this to catch everything below
+    ├── ConfigurationError          (also ValueError and TypeError) a bad argument or setting
+    ├── DatabaseUnavailable         the database could not be reached or went away (any of below)
+    ├── SchemaMissing               the audit tables are not there: run `auditevt migrate`
+    ├── StoreError                  an audit row could not be written (bad value, constraint, ...)
+    │   ├── StoreUnavailable        ... because the database is unavailable (a DatabaseUnavailable)
+    │   └── StoreSchemaMissing      ... because the tables are missing (a SchemaMissing)
+    ├── ReaderError                 an audit query failed
+    │   ├── ReaderUnavailable       (a DatabaseUnavailable)
+    │   └── ReaderSchemaMissing     (a SchemaMissing)
+    ├── OutboxError                 an outbox operation of the relay (claim, ack, ...) failed
+    │   ├── OutboxUnavailable       (a DatabaseUnavailable)
+    │   └── OutboxSchemaMissing     (a SchemaMissing)
+    └── MigrationError              the schema could not be migrated (bad URL, unreachable, DDL)
 
-Bad arguments (an unknown URL scheme, a naive datetime, a limit out of range) raise ``ValueError``
-or ``TypeError`` naming the value, as Python code does. SQLAlchemy, psycopg, aiosqlite and
+Catch ``DatabaseUnavailable`` for an outage and ``SchemaMissing`` for an unmigrated database,
+whichever part met it; catch ``StoreError`` (and so on) for everything one part can raise.
+
+Bad arguments (an unknown URL scheme, a naive datetime, a limit out of range) raise
+``ConfigurationError`` naming the value; being a ``ValueError`` and a ``TypeError`` too, it is
+caught by the clauses Python code writes for bad arguments. SQLAlchemy, psycopg, aiosqlite and
 sqlite3 errors never reach the caller raw: :func:`map_database_error` translates them, keeping
 the original as ``__cause__``.
 """
@@ -23,10 +35,18 @@ import sqlalchemy.exc
 
 __all__ = [
     "AuditError",
+    "ConfigurationError",
+    "DatabaseUnavailable",
     "MigrationError",
     "OutboxError",
+    "OutboxSchemaMissing",
+    "OutboxUnavailable",
     "ReaderError",
+    "ReaderSchemaMissing",
+    "ReaderUnavailable",
+    "SchemaMissing",
     "StoreError",
+    "StoreSchemaMissing",
     "StoreUnavailable",
     "map_database_error",
 ]
@@ -36,24 +56,67 @@ class AuditError(Exception):
     """The root of every error ``audit_middleware`` raises."""
 
 
+class ConfigurationError(AuditError, ValueError, TypeError):
+    """A bad argument or setting, named with its value; nothing was done."""
+
+
+class DatabaseUnavailable(AuditError):
+    """The database could not be reached, or the connection broke (retry later)."""
+
+
+class SchemaMissing(AuditError):
+    """The audit tables do not exist: run ``auditevt migrate --database-url URL``."""
+
+
 class StoreError(AuditError):
     """An audit row (and its outbox row) could not be written; nothing was stored."""
 
 
-class StoreUnavailable(StoreError):
+class StoreUnavailable(StoreError, DatabaseUnavailable):
     """The database could not be reached, or the connection broke during the write."""
+
+
+class StoreSchemaMissing(StoreError, SchemaMissing):
+    """The write found no audit tables."""
 
 
 class OutboxError(AuditError):
     """An outbox operation (claim, acknowledge, reschedule, ...) failed in the database."""
 
 
+class OutboxUnavailable(OutboxError, DatabaseUnavailable):
+    """The outbox's database could not be reached, or the connection broke."""
+
+
+class OutboxSchemaMissing(OutboxError, SchemaMissing):
+    """The outbox table does not exist."""
+
+
 class ReaderError(AuditError):
     """Audit rows could not be read."""
 
 
+class ReaderUnavailable(ReaderError, DatabaseUnavailable):
+    """The database could not be reached, or the connection broke during the read."""
+
+
+class ReaderSchemaMissing(ReaderError, SchemaMissing):
+    """The audit tables do not exist."""
+
+
 class MigrationError(AuditError):
     """The audit schema could not be migrated."""
+
+
+# The error of each family for an outage and for missing tables.
+_VARIANTS: dict[type[AuditError], tuple[type[AuditError], type[AuditError]]] = {
+    StoreError: (StoreUnavailable, StoreSchemaMissing),
+    OutboxError: (OutboxUnavailable, OutboxSchemaMissing),
+    ReaderError: (ReaderUnavailable, ReaderSchemaMissing),
+}
+
+# undefined_table, invalid_schema_name
+_MISSING_STATES = ("42P01", "3F000")
 
 
 def _is_unavailable(exc: BaseException) -> bool:
@@ -73,6 +136,13 @@ def _is_unavailable(exc: BaseException) -> bool:
     )
 
 
+def _is_schema_missing(exc: BaseException) -> bool:
+    inner = exc.orig if isinstance(exc, sqlalchemy.exc.DBAPIError) else exc
+    if isinstance(inner, sqlite3.OperationalError):
+        return str(inner).startswith("no such table")
+    return getattr(inner, "sqlstate", None) in _MISSING_STATES
+
+
 def _describe(exc: BaseException) -> str:
     orig = exc.orig if isinstance(exc, sqlalchemy.exc.DBAPIError) else None
     inner = orig if orig is not None else exc
@@ -82,11 +152,19 @@ def _describe(exc: BaseException) -> str:
 
 
 def map_database_error(exc: BaseException, error: type[AuditError], action: str) -> AuditError:
-    """Translate a foreign database error into ``error`` (or ``StoreUnavailable``).
+    """Translate a foreign database error into ``error``, or its unavailable or schema-missing
+    variant (``StoreUnavailable``, ``OutboxSchemaMissing``, ...) when that is what happened.
 
     ``action`` says what failed, e.g. ``"write the audit row"``. Use it as
     ``raise map_database_error(exc, StoreError, "...") from exc``.
     """
-    if error is StoreError and _is_unavailable(exc):
-        error = StoreUnavailable
+    variants = _VARIANTS.get(error)
+    if variants is not None:
+        if _is_unavailable(exc):
+            error = variants[0]
+        elif _is_schema_missing(exc):
+            return variants[1](
+                f"could not {action}: {_describe(exc)} "
+                "(run `auditevt migrate --database-url URL` first)"
+            )
     return error(f"could not {action}: {_describe(exc)}")

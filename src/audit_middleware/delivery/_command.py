@@ -111,11 +111,8 @@ async def _run(
         relay = OutboxRelay(store, client, config=config)
         try:
             before = await relay.outbox.stats()  # connects, and checks the table is there
-        except AuditError as exc:
-            hint = ""
-            if "does not exist" in str(exc) or "no such table" in str(exc):
-                hint = " (run `auditevt migrate --database-url URL` first)"
-            return _fail(err, f"cannot use the outbox at {_safe(store)}: {exc}{hint}", 1)
+        except AuditError as exc:  # the message says what to do, e.g. run migrate first
+            return _fail(err, f"cannot use the outbox at {_safe(store)}: {exc}", 1)
         if metrics_port is not None:
             try:
                 _serve_metrics(metrics_port)

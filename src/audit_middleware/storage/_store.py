@@ -25,7 +25,7 @@ from sqlalchemy import DateTime, Uuid, bindparam, text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from audit_middleware._exceptions import StoreError, map_database_error
+from audit_middleware._exceptions import StoreError, StoreSchemaMissing, map_database_error
 from audit_middleware.storage._urls import async_url
 from auditevt import Action, Event
 
@@ -355,7 +355,7 @@ async def _check_sqlite_schema(conn: AsyncConnection) -> None:
     found = {row[0] for row in result}
     missing = sorted({"audit_log", "audit_outbox"} - found)
     if missing:
-        raise StoreError(
+        raise StoreSchemaMissing(
             f"table(s) {', '.join(missing)} missing: run `auditevt migrate --database-url URL`"
         )
 
@@ -375,7 +375,7 @@ async def _rls_bypass_reasons(conn: AsyncConnection) -> tuple[str, ...]:
     await conn.rollback()
     user, superuser, bypassrls, has_log, has_outbox, rls, forced, owner = tuple(row)
     if not (has_log and has_outbox):
-        raise StoreError(
+        raise StoreSchemaMissing(
             "tables audit_log and audit_outbox missing: run `auditevt migrate --database-url URL`"
         )
     reasons = []

@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import socket
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -19,7 +17,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from audit_middleware import (
     AuditError,
     AuditStore,
+    DatabaseUnavailable,
+    SchemaMissing,
     StoreError,
+    StoreSchemaMissing,
     StoreUnavailable,
     migrate,
     new_event_id,
@@ -55,14 +56,6 @@ def as_app_role(url: str) -> str:
 
 def libpq(url: str) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://", 1)
-
-
-@pytest.fixture
-def closed_port() -> Iterator[int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    yield port
 
 
 # -- URLs and construction ---------------------------------------------------------------------
@@ -240,14 +233,19 @@ async def test_store_write_to_a_closed_port_raises_store_unavailable(closed_port
     with pytest.raises(StoreUnavailable, match="could not write the audit row") as caught:
         await store.write(make_event())
     assert isinstance(caught.value, StoreError) and isinstance(caught.value, AuditError)
+    assert isinstance(caught.value, DatabaseUnavailable)
+    assert not isinstance(caught.value, SchemaMissing)
     await store.aclose()
 
 
 @pytest.mark.anyio
-async def test_store_write_without_tables_raises_store_error(pg_url: str) -> None:
+async def test_store_write_without_tables_raises_schema_missing(pg_url: str) -> None:
     async with AuditStore.from_url(pg_url) as store:
-        with pytest.raises(StoreError, match="audit_log"):
+        with pytest.raises(StoreSchemaMissing, match="audit_log") as caught:
             await store.write(make_event())
+        assert isinstance(caught.value, SchemaMissing) and isinstance(caught.value, StoreError)
+        assert "auditevt migrate" in str(caught.value)
+        assert not isinstance(caught.value, DatabaseUnavailable)
 
 
 def _terminate_backends(url: str) -> int:
@@ -407,9 +405,9 @@ async def test_store_write_sqlite_concurrent_writers_all_land(sqlite_url: str) -
 @pytest.mark.anyio
 async def test_store_write_sqlite_without_tables_raises_store_error(sqlite_url: str) -> None:
     async with AuditStore.from_url(sqlite_url) as store:
-        with pytest.raises(StoreError, match="no such table"):
+        with pytest.raises(StoreSchemaMissing, match="no such table"):
             await store.write(make_event())
-        with pytest.raises(StoreError, match="auditevt migrate"):
+        with pytest.raises(StoreSchemaMissing, match="auditevt migrate"):
             await store.check()
 
 

@@ -1,4 +1,4 @@
-"""The public surface of ``telemetry_client``: ``__all__``, the exception tree, the extra."""
+"""``telemetry_client``'s exception tree and its extra (see test_exported_members.py)."""
 
 from __future__ import annotations
 
@@ -32,35 +32,6 @@ from telemetry_client import (
     WriteError,
     WriteTimeout,
 )
-
-
-def isort_key(name: str) -> tuple[int, str]:
-    # Constants, then classes, then functions: the order ruff's RUF022 keeps.
-    if name.isupper():
-        return (0, name)
-    if name[:1].isupper():
-        return (1, name)
-    return (2, name)
-
-
-def test_all_lists_every_public_member_sorted() -> None:
-    # Submodules (telemetry_client.testing) appear as attributes once imported; they are not
-    # members.
-    public = {
-        name
-        for name, value in vars(telemetry_client).items()
-        if not name.startswith("_") and not inspect.ismodule(value)
-    }
-    assert set(telemetry_client.__all__) == public
-    assert telemetry_client.__all__ == sorted(telemetry_client.__all__, key=isort_key)
-    assert len(telemetry_client.__all__) == len(set(telemetry_client.__all__))
-
-
-def test_public_classes_belong_to_the_public_module() -> None:
-    for name in telemetry_client.__all__:
-        member = getattr(telemetry_client, name)
-        if inspect.isclass(member):
-            assert member.__module__ == "telemetry_client", name
 
 
 def test_every_exported_exception_descends_from_telemetry_error() -> None:
