@@ -15,7 +15,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, Strict, StringConstraints, field_validator
+from pydantic import AfterValidator, Field, Strict, StringConstraints
 
 from auditevt._event import INT64_MAX, INT64_MIN
 from auditevt._fields import (
@@ -23,13 +23,13 @@ from auditevt._fields import (
     FiniteFloat,
     Label,
     Name,
-    OrganizationId,
     Payload,
     RequestPath,
     Response,
+    SessionOrganizationId,
     TaggedPayload,
     clean_text,
-    first_duplicate,
+    unique_event_ids,
 )
 from auditevt._pseudonym import Pseudonym
 from auditevt._timestamp import Timestamp
@@ -117,23 +117,15 @@ AnalyticsEvent = Annotated[
 class AnalyticsTrackRequest(Payload):
     """The body of ``POST /v1/analytics/track``: a batch of one browser session's events."""
 
-    organization_id: OrganizationId = Field(
-        description="The tenant; Telemetry refuses it unless it is the session's organization."
-    )
+    organization_id: SessionOrganizationId
     actor: Pseudonym | None = Field(
         default=None, description="The signed-in user's pseudonym; absent before sign-in."
     )
     session_id: uuid.UUID = Field(description="The browser session, minted by the SDK.")
     sent_at: Timestamp = Field(description="When the SDK sent the batch (to correct clock skew).")
-    events: list[AnalyticsEvent] = Field(min_length=1, max_length=MAX_ANALYTICS_EVENTS)
-
-    @field_validator("events")
-    @classmethod
-    def _unique_ids(cls, events: list[AnalyticsEvent]) -> list[AnalyticsEvent]:
-        duplicate = first_duplicate(event.event_id for event in events)
-        if duplicate is not None:
-            raise ValueError(f"event_id {duplicate} appears more than once in one request")
-        return events
+    events: Annotated[list[AnalyticsEvent], AfterValidator(unique_event_ids)] = Field(
+        min_length=1, max_length=MAX_ANALYTICS_EVENTS
+    )
 
 
 class AnalyticsTrackResponse(Response):

@@ -18,10 +18,10 @@ from auditevt._analytics import PropertyValue
 from auditevt._device import DeviceContext
 from auditevt._fields import (
     Name,
-    OrganizationId,
     Payload,
     RequestPath,
     Response,
+    SessionOrganizationId,
     clean_text,
 )
 from auditevt._pseudonym import Pseudonym
@@ -84,9 +84,7 @@ class ErrorSeverity(enum.StrEnum):
 class ErrorReportRequest(Payload):
     """The body of ``POST /v1/errors/report``."""
 
-    organization_id: OrganizationId = Field(
-        description="The tenant; Telemetry refuses it unless it is the session's organization."
-    )
+    organization_id: SessionOrganizationId
     actor: Pseudonym | None = Field(
         default=None, description="The signed-in user's pseudonym; absent before sign-in."
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterable
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, StringConstraints
 from pydantic_core import ErrorDetails
@@ -34,6 +34,7 @@ __all__ = [
     "clean_text",
     "error_path",
     "first_duplicate",
+    "unique_event_ids",
 ]
 
 #: Longest identifier-like string (a feature name, an error code, an element id): 128 characters.
@@ -116,6 +117,29 @@ class Response(BaseModel):
     """Base of every response: immutable; unknown fields ignored so newer servers stay readable."""
 
     model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
+
+
+SessionOrganizationId = Annotated[
+    OrganizationId,
+    Field(description="The tenant; Telemetry refuses it unless it is the session's organization."),
+]
+"""``organization_id`` of a frontend payload: the signed-in session's organization."""
+
+
+class _HasEventId(Protocol):
+    @property
+    def event_id(self) -> uuid.UUID: ...
+
+
+_Item = TypeVar("_Item", bound=_HasEventId)
+
+
+def unique_event_ids(items: list[_Item]) -> list[_Item]:
+    """Refuse a batch in which one ``event_id`` appears twice (an ``AfterValidator``)."""
+    duplicate = first_duplicate(item.event_id for item in items)
+    if duplicate is not None:
+        raise ValueError(f"event_id {duplicate} appears more than once in one request")
+    return items
 
 
 def first_duplicate(values: Iterable[uuid.UUID | int | str]) -> uuid.UUID | int | str | None:

@@ -20,17 +20,17 @@ from collections.abc import Iterable, Sequence
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     StringConstraints,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
 from auditevt._event import Event
-from auditevt._fields import error_path, first_duplicate
+from auditevt._fields import error_path, unique_event_ids
 
 __all__ = [
     "MAX_INGEST_ERROR_LENGTH",
@@ -78,15 +78,9 @@ class IngestRequest(BaseModel):
 
     model_config = _ENVELOPE_CONFIG
 
-    events: list[IngestItem] = Field(min_length=1, max_length=MAX_INGEST_ITEMS)
-
-    @field_validator("events")
-    @classmethod
-    def _unique_ids(cls, events: list[IngestItem]) -> list[IngestItem]:
-        duplicate = first_duplicate(item.event_id for item in events)
-        if duplicate is not None:
-            raise ValueError(f"event_id {duplicate} appears more than once in one request")
-        return events
+    events: Annotated[list[IngestItem], AfterValidator(unique_event_ids)] = Field(
+        min_length=1, max_length=MAX_INGEST_ITEMS
+    )
 
     def to_json(self) -> str:
         """The envelope, with each event written by ``Event.to_json()`` (Go's bytes)."""
@@ -185,15 +179,9 @@ class _RawItem(BaseModel):
 class _RawRequest(BaseModel):
     model_config = _ENVELOPE_CONFIG
 
-    events: list[_RawItem] = Field(min_length=1, max_length=MAX_INGEST_ITEMS)
-
-    @field_validator("events")
-    @classmethod
-    def _unique_ids(cls, events: list[_RawItem]) -> list[_RawItem]:
-        duplicate = first_duplicate(item.event_id for item in events)
-        if duplicate is not None:
-            raise ValueError(f"event_id {duplicate} appears more than once in one request")
-        return events
+    events: Annotated[list[_RawItem], AfterValidator(unique_event_ids)] = Field(
+        min_length=1, max_length=MAX_INGEST_ITEMS
+    )
 
 
 def parse_ingest_request(data: str | bytes) -> list[IngestItem | IngestResult]:

@@ -26,12 +26,13 @@ from auditevt._fields import (
     Count,
     FiniteFloat,
     Name,
-    OrganizationId,
     Payload,
     Percent,
     Response,
+    SessionOrganizationId,
     TaggedPayload,
     first_duplicate,
+    unique_event_ids,
 )
 from auditevt._pseudonym import Pseudonym
 from auditevt._timestamp import Timestamp
@@ -176,9 +177,7 @@ MediaEvent = Annotated[
 class MediaEventRequest(Payload):
     """The body of ``POST /v1/media/events``: events of one video session, in order."""
 
-    organization_id: OrganizationId = Field(
-        description="The tenant; Telemetry refuses it unless it is the session's organization."
-    )
+    organization_id: SessionOrganizationId
     actor: Pseudonym = Field(description="The signed-in user's pseudonym.")
     session_id: uuid.UUID = Field(description="The video session, minted at session_start.")
     events: list[MediaEvent] = Field(min_length=1, max_length=MAX_MEDIA_EVENTS)
@@ -186,9 +185,7 @@ class MediaEventRequest(Payload):
     @field_validator("events")
     @classmethod
     def _ordered_lifecycle(cls, events: list[MediaEvent]) -> list[MediaEvent]:
-        duplicate = first_duplicate(event.event_id for event in events)
-        if duplicate is not None:
-            raise ValueError(f"event_id {duplicate} appears more than once in one request")
+        unique_event_ids(events)
         sequence = first_duplicate(e.sequence for e in events if isinstance(e, HeartbeatEvent))
         if sequence is not None:
             raise ValueError(f"heartbeat sequence {sequence} appears more than once")

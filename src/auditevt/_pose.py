@@ -23,9 +23,9 @@ from auditevt._fields import (
     Count,
     FiniteFloat,
     Name,
-    OrganizationId,
     Payload,
     Response,
+    SessionOrganizationId,
 )
 from auditevt._pseudonym import Pseudonym
 from auditevt._timestamp import Timestamp
@@ -76,9 +76,7 @@ class PoseFrame(Payload):
 class PoseFramesRequest(Payload):
     """The body of ``POST /v1/pose/frames``: consecutive frames of one exercise session."""
 
-    organization_id: OrganizationId = Field(
-        description="The tenant; Telemetry refuses it unless it is the session's organization."
-    )
+    organization_id: SessionOrganizationId
     actor: Pseudonym = Field(description="The patient's pseudonym.")
     session_id: uuid.UUID = Field(description="The video session the frames come from.")
     exercise_id: Name | None = Field(default=None, description="The exercise being performed.")
