@@ -39,9 +39,14 @@ from audit_middleware._exceptions import (  # noqa: E402
     StoreUnavailable,
 )
 from audit_middleware.delivery import (  # noqa: E402
+    DeliveryPolicy,
+    Exporter,
+    ExportFailure,
+    ExportResult,
     OutboxRelay,
     RelayConfig,
     RelayStats,
+    TelemetryExporter,
     relay_command,
 )
 from audit_middleware.request import (  # noqa: E402
@@ -92,7 +97,11 @@ __all__ = [
     "Cursor",
     "DatabaseUnavailable",
     "DeadLetter",
+    "DeliveryPolicy",
     "EntityResolver",
+    "ExportFailure",
+    "ExportResult",
+    "Exporter",
     "IdentityResolver",
     "MigrationError",
     "Outbox",
@@ -115,6 +124,7 @@ __all__ = [
     "StoreError",
     "StoreSchemaMissing",
     "StoreUnavailable",
+    "TelemetryExporter",
     "TrustedProxies",
     "migrate",
     "migrate_command",

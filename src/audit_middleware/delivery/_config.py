@@ -1,4 +1,4 @@
-"""``RelayConfig`` (how a relay batches, leases, waits and backs off) and ``RelayStats``."""
+"""``RelayConfig`` (how a relay batches, leases and waits; its policy) and ``RelayStats``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import os
 import secrets
 import socket
 
-from audit_middleware.storage._outbox import DEFAULT_MAX_BATCH_BYTES, OutboxBackoff
+from audit_middleware.delivery._policy import DeliveryPolicy
+from audit_middleware.storage._outbox_types import DEFAULT_MAX_BATCH_BYTES, OutboxBackoff
 from auditevt._ingest import MAX_INGEST_ITEMS
 
 __all__ = ["RelayConfig", "RelayStats", "check_seconds", "default_owner"]
@@ -30,7 +31,8 @@ def check_seconds(name: str, value: object, *, positive: bool = True) -> None:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RelayConfig:
-    """How a relay batches, leases, waits and backs off. Every field has a safe default."""
+    """How a relay batches, leases and waits, and its delivery policy. Every field has a safe
+    default."""
 
     batch_size: int = 500
     """Most events per request (1 to 500, the envelope's limit)."""
@@ -48,11 +50,14 @@ class RelayConfig:
     drain_timeout: float = 10.0
     """How long ``stop()`` (and the ASGI lifespan's shutdown) keeps delivering before it leaves
     the rest for the next start."""
-    backoff: OutboxBackoff = dataclasses.field(default_factory=OutboxBackoff)
-    """Backoff of rescheduled rows (in database time), and of this relay's pause after a
-    failure when Telemetry did not say how long to wait."""
-    max_pause: float = 300.0
-    """The longest pause a ``Retry-After`` can impose on this relay, in seconds."""
+    policy: DeliveryPolicy = dataclasses.field(default_factory=DeliveryPolicy)
+    """What dead-letters, the attempt limit and the one backoff (in database time)."""
+    backoff: OutboxBackoff | None = None
+    """Shorthand: replaces ``policy.backoff`` (None keeps it). What is in force is always
+    ``policy``."""
+    max_pause: float | None = None
+    """Shorthand: replaces ``policy.max_pause`` (None keeps it). What is in force is always
+    ``policy``."""
     stats_interval: float = 15.0
     """How often the Prometheus gauges (pending, oldest pending age, dead letters) are
     refreshed from the database while the relay runs."""
@@ -68,7 +73,8 @@ class RelayConfig:
     owner: str | None = None
     """The lease owner id; None gives each relay its own ``host:pid:random``."""
     metrics: bool = True
-    """Export Prometheus metrics when ``prometheus_client`` is installed."""
+    """Report to Prometheus when ``prometheus_client`` is installed (the same switch as
+    ``AuditConfig.metrics``)."""
 
     def __post_init__(self) -> None:
         size = self.batch_size
@@ -83,10 +89,20 @@ class RelayConfig:
             raise ValueError(f"RelayConfig.max_batch_bytes must be an int >= 1024, got {limit!r}")
         for name in ("lease_seconds", "sweep_interval", "stats_interval"):
             check_seconds(f"RelayConfig.{name}", getattr(self, name))
-        for name in ("drain_timeout", "max_pause", "log_interval"):
+        for name in ("drain_timeout", "log_interval"):
             check_seconds(f"RelayConfig.{name}", getattr(self, name), positive=False)
-        if not isinstance(self.backoff, OutboxBackoff):
+        if not isinstance(self.policy, DeliveryPolicy):
+            raise TypeError(f"RelayConfig.policy must be a DeliveryPolicy, got {self.policy!r}")
+        if self.backoff is not None and not isinstance(self.backoff, OutboxBackoff):
             raise TypeError(f"RelayConfig.backoff must be an OutboxBackoff, got {self.backoff!r}")
+        # The shorthands fold into the policy, which alone is in force (read config.policy).
+        policy = self.policy
+        if self.backoff is not None:
+            policy = dataclasses.replace(policy, backoff=self.backoff)
+        if self.max_pause is not None:
+            check_seconds("RelayConfig.max_pause", self.max_pause, positive=False)
+            policy = dataclasses.replace(policy, max_pause=self.max_pause)
+        object.__setattr__(self, "policy", policy)
         flight = self.max_in_flight
         if isinstance(flight, bool) or not isinstance(flight, int) or not 1 <= flight <= 16:
             raise ValueError(
@@ -113,7 +129,7 @@ class RelayStats:
     """Seconds since the oldest pending event was written (0 when none is pending): alert on
     this one."""
     dead_letters: int
-    """Dead-lettered events kept in the outbox (all relays, all time, until re-driven)."""
+    """Dead-lettered events kept in the outbox now (all relays, all time, until re-driven)."""
     delivered: int
     """Events this relay saw answered ``accepted`` or ``duplicate``."""
     retried: int
@@ -121,4 +137,7 @@ class RelayStats:
     dead_lettered: int
     """Events this relay dead-lettered."""
     batches: int
-    """Requests this relay sent that got an answer."""
+    """Batches this relay exported that settled at least one event."""
+    errors: int = 0
+    """Batches whose exporter failed unexpectedly (a bug): left in the outbox, never
+    dead-lettered."""

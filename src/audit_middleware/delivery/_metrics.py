@@ -1,4 +1,9 @@
-"""The relay's Prometheus metrics: created on first use, never at import, once per registry."""
+"""The relay's Prometheus metrics: created on first use, never at import, once per registry.
+
+Every metric of the project is named ``auditevt_...`` (docs/operations.md has the table). The
+metrics hold numbers only, never a relay: a dropped relay is garbage-collected whatever the
+registry keeps.
+"""
 
 from __future__ import annotations
 
@@ -29,12 +34,12 @@ class RelayMetrics:
         )
         self.dead_letters = Gauge(
             "auditevt_outbox_dead_letters",
-            "Dead-lettered audit events kept in the outbox.",
+            "Dead-lettered audit events kept in the outbox now (until re-driven).",
             registry=registry,
         )
         self.delivered = Counter(
             "auditevt_relay_delivered",
-            "Audit events Telemetry answered accepted or duplicate.",
+            "Audit events the receiver answered accepted or duplicate.",
             registry=registry,
         )
         self.retried = Counter(
@@ -44,9 +49,20 @@ class RelayMetrics:
         )
         self.dead_lettered = Counter(
             "auditevt_relay_dead_lettered",
-            "Audit events dead-lettered (rejected by Telemetry).",
+            "Audit events relays dead-lettered (rejected, or out of attempts).",
             registry=registry,
         )
+        self.export_errors = Counter(
+            "auditevt_relay_export_errors",
+            "Batches whose exporter failed unexpectedly (a bug); their events stay queued.",
+            registry=registry,
+        )
+
+    def set_gauges(self, pending: int, oldest_age: float, dead_letters: int) -> None:
+        """Set the outbox gauges from a fresh count."""
+        self.pending.set(pending)
+        self.oldest_age.set(oldest_age)
+        self.dead_letters.set(dead_letters)
 
 
 _metrics_by_registry: weakref.WeakKeyDictionary[Any, RelayMetrics] = weakref.WeakKeyDictionary()

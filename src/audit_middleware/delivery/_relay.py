@@ -1,71 +1,52 @@
-"""``OutboxRelay``: drains the outbox to Telemetry's ``/v1/audit/ingest``, losing nothing.
+"""``OutboxRelay``: the processor that drains the outbox through an exporter, losing nothing.
 
-Split as OpenTelemetry splits its batch span processor from its exporter: :class:`Outbox`
-decides what to send next (claims, leases, backoff, all in the database), and the relay sends
-one batch and settles each event by Telemetry's answer:
+Split as OpenTelemetry splits its ``BatchSpanProcessor`` from its ``SpanExporter``:
 
-* ``accepted`` or ``duplicate``: delivered, the outbox row is deleted;
-* ``rejected``: the row is dead-lettered with Telemetry's reason (kept, counted, logged);
-* a failure worth retrying (no connection, a timeout, 408/425/429/5xx after the client's own
-  brief retries, an answer that does not parse): the rows are rescheduled with backoff computed
-  in database time, and this relay pauses, for the ``Retry-After`` Telemetry asked for if it
-  did, else for the same backoff;
-* the whole batch refused with 400, 413 or 422 (one bad event spoils a request): the batch is
-  split in halves, recursively, so that the good events go through and each refusal is pinned
-  to a single event; such an event is dead-lettered *only* when another request of the same
-  batch was answered, proving that Telemetry works and the event itself is the problem (or it
-  is bigger than a whole batch may be). When nothing got through, the refusal is taken to be
-  Telemetry's (a contract mismatch, a bad deploy), and the batch is rescheduled instead, so a
-  broken receiver cannot turn the whole outbox into dead letters. Splitting stops after a few
-  requests without any answer for the same reason;
-* any other 4xx (401, 403, 404, ...) is a configuration problem, never the events': the batch
-  is rescheduled and the failure logged, once a minute;
-* a row whose JSON no envelope can hold (not an object) is dead-lettered at once, unsent.
+* the **processor** (this class) decides what to send next and when: it claims batches from the
+  :class:`Outbox` under a lease, runs ``max_in_flight`` batch loops, pauses after failures,
+  settles each batch in the database, starts, drains and stops, and keeps the counts;
+* the **exporter** (:class:`Exporter`; :class:`TelemetryExporter` for Telemetry) sends one
+  batch and says what became of each event (``ExportResult``): how to send;
+* the **policy** (:class:`DeliveryPolicy`, in ``RelayConfig.policy``) says what dead-letters,
+  the attempt limit, and the one backoff, which the database applies to the rows.
 
-Only the batch in flight (``max_in_flight`` batches, one by default) is held in memory,
-whatever the backlog: the backlog waits in the database. Each batch is sent within three
-quarters of its lease, so no other relay can claim its rows while it is still in flight.
+A bug never dead-letters an event: an exporter that raises (``TypeError``, anything that is not
+a classified outcome) or returns something that does not fit its batch has that batch given
+back, rescheduled without counting an attempt, with the traceback logged at ERROR and counted.
+
+Only the batches in flight are held in memory: the backlog waits in the database. Each batch is
+exported within three quarters of its lease, so no other relay can claim its rows meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import random
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from types import TracebackType
-from typing import Any, Protocol, Self
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from audit_middleware._exceptions import AuditError
 from audit_middleware._ratelimit_log import RateLimitedLog
-from audit_middleware.delivery._config import RelayConfig, RelayStats, check_seconds, default_owner
+from audit_middleware.delivery._config import RelayConfig, RelayStats, default_owner
+from audit_middleware.delivery._exporter import Exporter, ExportResult
+from audit_middleware.delivery._lifecycle import RelayLifecycle
 from audit_middleware.delivery._metrics import RelayMetrics, metrics_for
+from audit_middleware.delivery._settle import Settled, check_result, settle
+from audit_middleware.delivery._telemetry import resolve_exporter
 from audit_middleware.storage._outbox import Outbox, OutboxItem
-from auditevt import Event
-from auditevt._ingest import IngestStatus
-from telemetry_client import (
-    AsyncTelemetryClient,
-    HTTPStatusError,
-    RetriesExhausted,
-    TelemetryError,
-)
+from telemetry_client import AsyncTelemetryClient
 
 __all__ = ["OutboxRelay", "RelayConfig", "RelayStats", "default_owner"]
 
 logger = logging.getLogger("audit_middleware.relay")
 
-#: Statuses that refuse a request for what is in it: worth splitting the batch to find out
-#: which event is at fault.
-SPLIT_STATUSES = frozenset({400, 413, 422})
-
-#: The share of a lease a batch may spend being sent (and split); the rest is a safety margin
-#: against clock drift between this process and the database.
+#: The share of a lease a batch may spend being exported (and split); the rest is a safety
+#: margin against clock drift between this process and the database.
 _SEND_SHARE = 0.75
 
 #: How long a relay that is being cancelled spends giving its claimed rows back.
@@ -77,51 +58,13 @@ class _HasEngine(Protocol):
     def engine(self) -> AsyncEngine: ...
 
 
-class _Sink(Protocol):
-    async def write(self, event: Event) -> uuid.UUID: ...
-
-
-class _NotifyingSink:
-    """An audit sink that wakes the relay once its write has committed."""
-
-    def __init__(self, sink: _Sink, notify: Callable[[], None]) -> None:
-        self._sink = sink
-        self._notify = notify
-
-    async def write(self, event: Event, **kwargs: Any) -> uuid.UUID:
-        event_id = await self._sink.write(event, **kwargs)
-        self._notify()
-        return event_id
-
-    def __getattr__(self, name: str) -> Any:
-        # Everything else (engine, check(), aclose(), ...) is the wrapped sink's.
-        return getattr(self._sink, name)
-
-    def __repr__(self) -> str:
-        return f"notifying({self._sink!r})"
-
-
-@dataclasses.dataclass
-class _Settlement:
-    """What became of each event of one claimed batch."""
-
-    delivered: list[int] = dataclasses.field(default_factory=list)
-    rejected: dict[int, str] = dataclasses.field(default_factory=dict)
-    refused: dict[int, str] = dataclasses.field(default_factory=dict)
-    failed: list[int] = dataclasses.field(default_factory=list)
-    failure: str | None = None
-    failure_key: str | None = None
-    retry_after: float | None = None
-    answered: int = 0
-    split_requests: int = 0
-
-
-class OutboxRelay:
-    """Delivers the outbox to Telemetry in batches, in the app or in a process of its own.
+class OutboxRelay(RelayLifecycle):
+    """Delivers the outbox in batches through an exporter, in the app or in its own process.
 
     ``source`` is an ``AuditStore`` (or anything with an ``engine``), an ``AsyncEngine`` or an
-    ``Outbox``. ``client`` sends the batches; its retry policy covers brief glitches, while the
-    outbox's backoff covers long outages. The caller keeps ownership of both.
+    ``Outbox``. Give either ``client`` (an ``AsyncTelemetryClient``: the relay sends with a
+    :class:`TelemetryExporter` on it) or ``exporter`` (anything with ``async export(batch)``).
+    The caller keeps ownership of both: the relay never closes them.
 
     Nothing runs until :meth:`start`, :meth:`run_forever` or :meth:`run_until_empty`. Call
     :meth:`notify` after each committed audit write to have it sent at once. ``registry`` is
@@ -132,8 +75,9 @@ class OutboxRelay:
     def __init__(
         self,
         source: _HasEngine | AsyncEngine | Outbox,
-        client: AsyncTelemetryClient,
+        client: AsyncTelemetryClient | None = None,
         *,
+        exporter: Exporter | None = None,
         config: RelayConfig | None = None,
         registry: Any = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -146,22 +90,27 @@ class OutboxRelay:
         if isinstance(source, Outbox):
             outbox = source
         elif isinstance(source, AsyncEngine):
-            outbox = Outbox(source, backoff=config.backoff)
+            outbox = Outbox(source, backoff=config.policy.backoff)
         elif isinstance(getattr(source, "engine", None), AsyncEngine):
-            outbox = Outbox(source.engine, backoff=config.backoff)
+            outbox = Outbox(source.engine, backoff=config.policy.backoff)
         else:
             raise TypeError(
                 "source must be an AuditStore, an AsyncEngine or an Outbox, "
                 f"got {type(source).__name__}"
             )
-        if not isinstance(client, AsyncTelemetryClient):
-            raise TypeError(f"client must be an AsyncTelemetryClient, got {type(client).__name__}")
+        exporter = resolve_exporter(
+            client,
+            exporter,
+            max_batch_bytes=config.max_batch_bytes,
+            max_split_requests=config.max_split_requests,
+        )
+        super().__init__(
+            owner=config.owner or default_owner(), drain_timeout=config.drain_timeout, sleep=sleep
+        )
         self._outbox = outbox
-        self._client = client
+        self._exporter: Exporter = exporter
         self._config = config
-        self._owner = config.owner or default_owner()
         self._registry = registry
-        self._sleep = sleep
         self._clock = clock
         self._log = RateLimitedLog(logger, interval=config.log_interval, clock=clock)
         self._metrics: RelayMetrics | None = None
@@ -170,17 +119,10 @@ class OutboxRelay:
         self._retried = 0
         self._dead_lettered = 0
         self._batches = 0
+        self._errors = 0
         self._consecutive_failures = 0
         self._resume_at = 0.0
         self._busy = 0
-        # Run state: created when a run starts, in the running loop.
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._wake: asyncio.Event | None = None
-        self._stopping: asyncio.Event | None = None
-        self._draining = False
-        self._stop_after_batch = False
-        self._running = False
-        self._task: asyncio.Task[None] | None = None
 
     # --- public API -------------------------------------------------------------------------
 
@@ -195,43 +137,14 @@ class OutboxRelay:
         return self._config
 
     @property
+    def exporter(self) -> Exporter:
+        """The exporter each batch is sent with."""
+        return self._exporter
+
+    @property
     def outbox(self) -> Outbox:
         """The outbox the relay drains (for stats, dead letters and re-drive)."""
         return self._outbox
-
-    @property
-    def running(self) -> bool:
-        """Whether a run (``start``, ``run_forever`` or ``run_until_empty``) is in progress."""
-        return self._running
-
-    def notify(self) -> None:
-        """Wake the relay at once: call it after each committed audit write.
-
-        Cheap, never blocks, never raises; safe from any thread. Does nothing while the relay
-        is not running (its first look at the outbox will find the row anyway).
-        """
-        wake, loop = self._wake, self._loop
-        if wake is None or loop is None:
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            wake.set()
-            return
-        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody to wake
-            loop.call_soon_threadsafe(wake.set)
-
-    def notifying(self, sink: _Sink) -> _Sink:
-        """``sink`` (an ``AuditStore``) wrapped to call :meth:`notify` after each committed write.
-
-        Give the result to ``AuditMiddleware(sink=...)``: a healthy Telemetry then sees each
-        event within milliseconds, instead of at the next sweep.
-        """
-        if not callable(getattr(sink, "write", None)):
-            raise TypeError(f"sink={sink!r} has no write(event) method")
-        return _NotifyingSink(sink, self.notify)
 
     async def stats(self) -> RelayStats:
         """The outbox's counts from the database, with this relay's counters.
@@ -239,16 +152,20 @@ class OutboxRelay:
         Raises ``OutboxError`` when the database cannot be read.
         """
         outbox = await self._outbox.stats()
-        self._update_gauges(outbox.pending, outbox.oldest_pending_age_s, outbox.dead_lettered)
+        if self._metrics is not None:
+            self._metrics.set_gauges(
+                outbox.pending, outbox.oldest_pending_age_s, outbox.dead_letters
+            )
         return RelayStats(
             pending=outbox.pending,
             leased=outbox.leased,
             oldest_pending_age_s=outbox.oldest_pending_age_s,
-            dead_letters=outbox.dead_lettered,
+            dead_letters=outbox.dead_letters,
             delivered=self._delivered,
             retried=self._retried,
             dead_lettered=self._dead_lettered,
             batches=self._batches,
+            errors=self._errors,
         )
 
     async def run_until_empty(self) -> RelayStats:
@@ -276,113 +193,16 @@ class OutboxRelay:
                     with contextlib.suppress(asyncio.CancelledError):
                         await refresher
 
-    async def start(self) -> None:
-        """Run the relay in a background task of the running loop (returns at once)."""
-        if self._task is not None and not self._task.done():
-            raise RuntimeError("this relay is already running")
-        if self._running:
-            raise RuntimeError("this relay is already running")
-        self._task = asyncio.create_task(self.run_forever(), name=f"OutboxRelay({self._owner})")
-        # Let the task set itself up, so that notify() right after start() is not lost.
-        await asyncio.sleep(0)
-
-    # The timeout bounds the drain before cancelling, which asyncio.timeout around it cannot do.
-    async def stop(self, timeout: float | None = None, *, drain: bool = True) -> None:  # noqa: ASYNC109
-        """Stop the background task within ``timeout`` seconds (default ``drain_timeout``).
-
-        With ``drain`` (the default) the relay first keeps delivering whatever is due, then
-        stops; without it, it stops after the batch in flight. When ``timeout`` runs out, the
-        batch in flight is abandoned and its rows given back (due at once for the next start;
-        Telemetry deduplicates any that did arrive). Never hangs: it returns within
-        ``timeout`` plus a couple of seconds. Never raises either: an error that ended the
-        relay is logged. Idempotent. (A relay run with ``run_forever()`` or
-        ``run_until_empty()`` is stopped with ``request_stop()`` or by cancelling it.)
-        """
-        task = self._task
-        if task is None:
-            return
-        if timeout is None:
-            timeout = self._config.drain_timeout
-        check_seconds("timeout", timeout, positive=False)
-        self.request_stop(drain=drain)
-        try:
-            await asyncio.wait_for(asyncio.shield(task), timeout)
-        except TimeoutError:
-            logger.warning(
-                "relay %s did not finish within %.1f s; cancelling", self._owner, timeout
-            )
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        except Exception:
-            # Shutdown goes on: what the relay did not deliver waits in the outbox.
-            logger.error("relay %s had stopped with an error", self._owner, exc_info=True)
-        finally:
-            self._task = None
-
-    def request_stop(self, *, drain: bool = False) -> None:
-        """Ask a running relay to stop after the batch in flight (or, with ``drain``, once
-        nothing is due); returns at once. Signal handlers call this."""
-        if drain:
-            self._draining = True
-        else:
-            self._stop_after_batch = True
-        if self._stopping is not None:
-            self._stopping.set()
-        self.notify()
-
-    @contextlib.asynccontextmanager
-    async def lifespan(self, app: object = None) -> AsyncIterator[None]:
-        """Run the relay for the lifetime of an ASGI app: ``Starlette(lifespan=relay.lifespan)``.
-
-        Starts it at start-up; at shutdown drains for ``drain_timeout`` seconds and stops.
-        """
-        await self.start()
-        try:
-            yield
-        finally:
-            await self.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-    def __repr__(self) -> str:
-        return f"OutboxRelay(owner={self._owner!r}, base_url={str(self._client.base_url)!r})"
-
-    # --- the loop ---------------------------------------------------------------------------
-
-    @contextlib.asynccontextmanager
-    async def _run(self) -> AsyncIterator[None]:
-        if self._running:
-            raise RuntimeError("this relay is already running")
-        self._running = True
+    def _starting(self) -> None:
         self._resume_at = 0.0
         self._busy = 0
-        self._loop = asyncio.get_running_loop()
-        self._wake = asyncio.Event()
-        self._stopping = asyncio.Event()
-        if self._draining or self._stop_after_batch:
-            self._stopping.set()  # stop() came before the task got going
         if self._config.metrics and self._metrics is None:
             self._metrics = metrics_for(self._registry)
-        try:
-            yield
-        finally:
-            self._running = False
-            self._wake = None
-            self._stopping = None
-            self._loop = None
-            self._draining = False
-            self._stop_after_batch = False
+
+    def __repr__(self) -> str:
+        return f"OutboxRelay(owner={self._owner!r}, exporter={self._exporter!r})"
+
+    # --- the loop ---------------------------------------------------------------------------
 
     async def _work(self, *, until_empty: bool) -> None:
         """Run ``max_in_flight`` batch loops side by side (one on SQLite)."""
@@ -432,17 +252,10 @@ class OutboxRelay:
                 pause = self._failure_pause(None)
                 items = []
             except Exception as exc:
-                # A bug or a misuse (a closed client): keep the relay alive and say so. The
-                # rows of the batch keep their lease and are claimable again once it expires.
+                # A bug of ours outside the exporter: keep the relay alive and say so. The rows
+                # of the batch keep their lease and are claimable again once it expires.
                 self._consecutive_failures += 1
-                self._log.log(
-                    logging.ERROR,
-                    f"unexpected {type(exc).__name__}",
-                    "relay %s failed unexpectedly: %r",
-                    self._owner,
-                    exc,
-                    exc_info=True,
-                )
+                self._log_bug(exc)
                 pause = self._failure_pause(None)
                 items = []
             if pause > 0:
@@ -470,42 +283,30 @@ class OutboxRelay:
             else:
                 await self._wait(self._config.sweep_interval)
 
-    async def _wait(self, seconds: float) -> None:
-        wake = self._wake
-        if wake is None or wake.is_set():
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), seconds)
-
-    async def _pause(self, seconds: float) -> None:
-        """Sleep ``seconds`` (through the injectable sleep), cut short only by a stop."""
-        stopping = self._stopping
-        if stopping is None or stopping.is_set():
-            return
-        sleeper = asyncio.ensure_future(self._sleep(seconds))
-        stopper = asyncio.ensure_future(stopping.wait())
-        try:
-            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for future in (sleeper, stopper):
-                future.cancel()
-            await asyncio.gather(sleeper, stopper, return_exceptions=True)
-
     def _failure_pause(self, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(max(retry_after, 0.0), self._config.max_pause)
-        low, high = self._config.backoff.bounds(self._consecutive_failures)
-        return low + (high - low) * random.random()
+        return self._config.policy.pause(self._consecutive_failures, retry_after, random.random())
+
+    def _log_bug(self, exc: BaseException) -> None:
+        self._log.log(
+            logging.ERROR,
+            f"unexpected {type(exc).__name__}",
+            "relay %s failed unexpectedly: %r (the batch stays in the outbox)",
+            self._owner,
+            exc,
+            exc_info=True,
+        )
 
     # --- one batch --------------------------------------------------------------------------
 
     async def _deliver(self, items: list[OutboxItem]) -> float:
-        """Send one claimed batch and settle every row; returns how long to pause after it."""
-        settlement = _Settlement()
+        """Export one claimed batch and settle every row; returns how long to pause after it."""
         try:
-            deadline = self._clock() + self._config.lease_seconds * _SEND_SHARE
-            await self._send(items, settlement, deadline)
-            return await self._settle(items, settlement)
+            result = await self._export(items)
+            if result is None:  # the exporter failed us: a bug, never the events' fault
+                return await self._give_back(items)
+            settled = await settle(
+                self._outbox, self._owner, items, result, self._config.policy, self._log
+            )
         except asyncio.CancelledError:
             # Abandoned mid-batch (stop() timed out): give back what we still hold, so the
             # next start need not wait for the lease to expire.
@@ -518,164 +319,78 @@ class OutboxRelay:
             with contextlib.suppress(BaseException):
                 await asyncio.shield(release)
             raise
+        return self._count(settled)
 
-    async def _send(
-        self, items: Sequence[OutboxItem], settlement: _Settlement, deadline: float
-    ) -> None:
-        if settlement.failure is not None:
-            # An earlier part of this batch failed in a way worth retrying: do not hammer on.
-            settlement.failed.extend(item.id for item in items)
-            return
-        remaining = deadline - self._clock()
-        if remaining <= 0:
-            self._fail(settlement, items, "lease", "no answer within the batch's lease", None)
-            return
+    async def _export(self, items: Sequence[OutboxItem]) -> ExportResult | None:
+        """The exporter's result for ``items``, checked; None (logged) if the exporter failed."""
+        budget = self._config.lease_seconds * _SEND_SHARE
         try:
-            async with asyncio.timeout(remaining):
-                response = await self._client.audit_ingest_raw(
-                    [(item.event_id, item.payload) for item in items]
-                )
+            async with asyncio.timeout(budget):
+                answer = await self._exporter.export(items)
+            return check_result(items, answer)
         except TimeoutError:
-            self._fail(
-                settlement, items, "timeout", f"no answer within {remaining:.1f} s (lease)", None
+            return ExportResult.failed(
+                f"no answer within {budget:.1f} s (the batch's lease)", key="timeout"
             )
-            return
-        except TelemetryError as exc:
-            status = _status_of(exc)
-            if status is not None and 400 <= status < 500 and not self._is_retryable(status):
-                await self._refused(items, settlement, deadline, exc, status)
-            else:
-                key = f"HTTP {status}" if status is not None else _error_kind(exc)
-                self._fail(settlement, items, key, str(exc), getattr(exc, "retry_after", None))
-            return
-        except (TypeError, ValueError) as exc:
-            # The envelope could not even be built: a row whose JSON is not an object on its
-            # face. That is the row's fault alone; find it and set it aside, send the rest.
-            if len(items) == 1:
-                settlement.rejected[items[0].id] = f"cannot be sent: {exc}"
-                return
-            middle = len(items) // 2
-            for half in (items[:middle], items[middle:]):
-                await self._send(half, settlement, deadline)
-            return
-        settlement.answered += 1
-        self._batches += 1
-        for item, result in zip(items, response.results, strict=True):
-            if result.status is IngestStatus.REJECTED:
-                settlement.rejected[item.id] = f"rejected by Telemetry: {result.error}"
-            else:
-                settlement.delivered.append(item.id)
+        except Exception as exc:
+            self._log_bug(exc)
+            return None
 
-    async def _refused(
-        self,
-        items: Sequence[OutboxItem],
-        settlement: _Settlement,
-        deadline: float,
-        exc: TelemetryError,
-        status: int,
-    ) -> None:
-        reason = f"refused by Telemetry: {exc}"
-        if status not in SPLIT_STATUSES:
-            # 401, 403, 404, 405, ...: about us or Telemetry's setup, never about the events.
-            self._fail(settlement, items, f"HTTP {status}", reason, None)
-            return
-        if len(items) == 1:
-            settlement.refused[items[0].id] = reason
-            return
-        budget = self._config.max_split_requests
-        middle = len(items) // 2
-        for half in (items[:middle], items[middle:]):
-            if not settlement.answered and settlement.split_requests >= budget:
-                # Nothing of this batch got through yet: most likely Telemetry refuses
-                # everything, so stop looking for a broken event.
-                self._fail(settlement, half, f"HTTP {status}", reason, None)
-                continue
-            settlement.split_requests += 1
-            await self._send(half, settlement, deadline)
+    async def _give_back(self, items: Sequence[OutboxItem]) -> float:
+        """Reschedule a batch whose export failed unexpectedly, without counting an attempt."""
+        self._errors += 1
+        self._consecutive_failures += 1
+        if self._metrics is not None:
+            self._metrics.export_errors.inc()
+        await self._outbox.retry_later(
+            [item.id for item in items],
+            "not sent: the exporter failed unexpectedly (see the relay's log)",
+            owner=self._owner,
+            backoff=self._config.policy.backoff,
+            counted=False,
+        )
+        return self._failure_pause(None)
 
-    def _fail(
-        self,
-        settlement: _Settlement,
-        items: Sequence[OutboxItem],
-        key: str,
-        reason: str,
-        retry_after: float | None,
-    ) -> None:
-        settlement.failed.extend(item.id for item in items)
-        if settlement.failure is None:
-            settlement.failure = reason
-            settlement.failure_key = key
-            settlement.retry_after = retry_after
-
-    async def _settle(self, items: Sequence[OutboxItem], settlement: _Settlement) -> float:
-        outbox, owner = self._outbox, self._owner
-        by_id = {item.id: item for item in items}
-        dead = dict(settlement.rejected)
-        retry = list(settlement.failed)
-        if settlement.refused:
-            for row_id, reason in settlement.refused.items():
-                # Pinned to one event: its fault if Telemetry took others from this batch, or
-                # if it is bigger than any batch may be; otherwise Telemetry's.
-                oversized = by_id[row_id].size > self._config.max_batch_bytes
-                if settlement.answered or oversized:
-                    dead[row_id] = reason
-                else:
-                    retry.append(row_id)
-            if not settlement.answered and settlement.failure is None:
-                settlement.failure = next(iter(settlement.refused.values()))
-                settlement.failure_key = "refused"
-        if settlement.delivered:
-            await outbox.ack(settlement.delivered, owner=owner)
-            self._delivered += len(settlement.delivered)
-            if self._metrics is not None:
-                self._metrics.delivered.inc(len(settlement.delivered))
-        if dead:
-            count = await outbox.dead_letter_many(dead, owner=owner)
-            self._dead_lettered += count
-            if self._metrics is not None:
-                self._metrics.dead_lettered.inc(count)
-            for row_id, reason in dead.items():
-                self._log.log(
-                    logging.WARNING,
-                    "dead-letter",
-                    "audit event %s dead-lettered (outbox row %d): %s",
-                    by_id[row_id].event_id,
-                    row_id,
-                    reason,
-                )
-        if not retry:
+    def _count(self, settled: Settled) -> float:
+        """Add one settlement to the counters and logs; returns how long to pause after it."""
+        metrics = self._metrics
+        if settled.delivered or settled.dead_lettered:
+            self._batches += 1
+        if settled.delivered:
+            self._delivered += settled.delivered
+            if metrics is not None:
+                metrics.delivered.inc(settled.delivered)
+        if settled.dead_lettered:
+            self._dead_lettered += settled.dead_lettered
+            if metrics is not None:
+                metrics.dead_lettered.inc(settled.dead_lettered)
+        failure = settled.failure
+        if failure is None:
             if self._consecutive_failures and self._log.clear():
-                logger.info("relay %s: delivery to Telemetry works again", self._owner)
+                logger.info("relay %s: delivery works again", self._owner)
             self._consecutive_failures = 0
             return 0.0
-        failure = settlement.failure or "delivery failed"
-        await outbox.retry_later(retry, failure, owner=owner)
-        self._retried += len(retry)
-        if self._metrics is not None:
-            self._metrics.retried.inc(len(retry))
+        self._retried += settled.retried
+        if metrics is not None:
+            metrics.retried.inc(settled.retried)
         self._consecutive_failures += 1
-        pause = self._failure_pause(settlement.retry_after)
+        pause = self._failure_pause(failure.retry_after)
+        configuration = failure.kind == "configuration"
         self._log.log(
-            logging.WARNING,
-            settlement.failure_key or "failure",
-            "relay %s: %d audit event(s) not delivered, will retry (pausing %.1f s): %s",
+            logging.ERROR if configuration else logging.WARNING,
+            failure.key or failure.reason,
+            "relay %s: %d audit event(s) not delivered, will retry (pausing %.1f s): %s%s",
             self._owner,
-            len(retry),
+            settled.retried,
             pause,
-            failure,
+            failure.reason,
+            " (a configuration problem: check the credentials, signing key and URL)"
+            if configuration
+            else "",
         )
         return pause
 
-    def _is_retryable(self, status: int) -> bool:
-        return status in self._client.retry.retryable_statuses or status >= 500
-
     # --- metrics ----------------------------------------------------------------------------
-
-    def _update_gauges(self, pending: int, oldest_age: float, dead_letters: int) -> None:
-        if self._metrics is not None:
-            self._metrics.pending.set(pending)
-            self._metrics.oldest_age.set(oldest_age)
-            self._metrics.dead_letters.set(dead_letters)
 
     async def _refresh_gauges(self) -> None:
         while True:
@@ -684,17 +399,3 @@ class OutboxRelay:
             except AuditError as exc:
                 self._log.log(logging.ERROR, "database", "relay cannot read outbox stats: %s", exc)
             await asyncio.sleep(self._config.stats_interval)
-
-
-def _status_of(exc: TelemetryError) -> int | None:
-    if isinstance(exc, HTTPStatusError):
-        return exc.status_code
-    if isinstance(exc, RetriesExhausted):
-        return exc.status_code
-    return None
-
-
-def _error_kind(exc: TelemetryError) -> str:
-    if isinstance(exc, RetriesExhausted):
-        return type(exc.last_error).__name__
-    return type(exc).__name__

@@ -1,7 +1,8 @@
 """The outbox as a queue: claim a batch, then acknowledge, retry later or dead-letter it.
 
-This is the SQL half of the relay (what to send next); ``_relay.py`` is the other half (how
-to send one batch, and when). Every method is one short transaction.
+This is the storage half of delivery: what to send next. The relay (``delivery/``) decides
+when, and its exporter how to send one batch. The values it takes and returns are in
+``_outbox_types.py``, its SQL in ``_outbox_sql.py``. Every method is one short transaction.
 
 On PostgreSQL a claim is one statement::
 
@@ -31,248 +32,57 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import math
-import uuid
 import weakref
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from datetime import datetime
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 import sqlalchemy as sa
 import sqlalchemy.exc
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from audit_middleware._exceptions import OutboxError, map_database_error
+from audit_middleware.storage._outbox_sql import (
+    PG_CLAIM,
+    SQLITE_CLAIM,
+    SQLITE_TIME,
+    Dialect,
+)
+from audit_middleware.storage._outbox_types import (
+    DEFAULT_MAX_BATCH_BYTES,
+    ITEM_OVERHEAD_BYTES,
+    DeadLetter,
+    OutboxBackoff,
+    OutboxItem,
+    OutboxStats,
+    check_ids,
+    check_int,
+    check_owner,
+    check_seconds,
+    reason_text,
+    rowcount,
+)
 from audit_middleware.storage._tables import AUDIT_OUTBOX
 from auditevt._ingest import MAX_INGEST_ITEMS
 
+# The values are re-exported: they were importable from here before the split.
 __all__ = [
     "DEFAULT_MAX_BATCH_BYTES",
     "ITEM_OVERHEAD_BYTES",
-    "OutboxBackoff",
     "DeadLetter",
     "Outbox",
+    "OutboxBackoff",
     "OutboxError",
     "OutboxItem",
     "OutboxStats",
 ]
 
-#: The most envelope bytes one claim gathers (1 MiB), unless told otherwise.
-DEFAULT_MAX_BATCH_BYTES = 1024 * 1024
-
-#: What one item adds to the ingest envelope besides its event JSON:
-#: ``{"event_id":"<36 characters>","event":`` ... ``},`` is 61 bytes; rounded up.
-ITEM_OVERHEAD_BYTES = 64
-
-#: The longest ``last_error`` kept: enough for a server's complaint, bounded for the table.
-MAX_REASON_LENGTH = 2000
-
 _T = AUDIT_OUTBOX
-_ID_ARRAY = postgresql.ARRAY(sa.BigInteger())
-_SQLITE_TIME = "%Y-%m-%d %H:%M:%f"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class OutboxItem:
-    """One claimed outbox row: what the relay sends."""
-
-    id: int
-    """The outbox row's id (what ``ack``/``retry_later``/``dead_letter`` take)."""
-    event_id: uuid.UUID
-    """The idempotency key, minted when the audit row was written."""
-    payload: str
-    """The canonical Event JSON, sent verbatim."""
-    attempts: int
-    """Failed deliveries so far."""
-
-    @property
-    def size(self) -> int:
-        """The bytes this item adds to an ingest envelope."""
-        return len(self.payload.encode()) + ITEM_OVERHEAD_BYTES
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class OutboxStats:
-    """The outbox as the database sees it now."""
-
-    pending: int
-    """Rows not yet delivered and not dead-lettered (due, backing off, or leased)."""
-    leased: int
-    """Of those, rows a relay holds a live lease on (a batch in flight)."""
-    oldest_pending_age_s: float
-    """Seconds since the oldest pending row was written (0 when none is pending)."""
-    dead_lettered: int
-    """Rows Telemetry rejected, kept for inspection and re-drive."""
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """A row Telemetry rejected, with the reason."""
-
-    id: int
-    event_id: uuid.UUID
-    organization_id: int
-    reason: str
-    attempts: int
-    created_at: datetime | str
-    """When the audit row was written (a string on SQLite, as stored)."""
-    dead_lettered_at: datetime | str
-    """When it was dead-lettered (a string on SQLite, as stored)."""
-    payload: str
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class OutboxBackoff:
-    """When a row whose delivery failed is tried again, computed by the database.
-
-    After the n-th failure a row waits ``min(cap, base * 2 ** (n - 1))`` seconds, less a
-    random share of up to ``jitter`` of it (so rows that failed together spread out).
-    """
-
-    base: float = 1.0
-    """Seconds after the first failure."""
-    cap: float = 300.0
-    """The longest wait, in seconds."""
-    jitter: float = 0.5
-    """The share of each wait, from 0 to 1, that is drawn at random."""
-
-    def __post_init__(self) -> None:
-        for name in ("base", "cap", "jitter"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise TypeError(f"OutboxBackoff.{name} must be a number, got {value!r}")
-            if not math.isfinite(value) or value < 0:
-                raise ValueError(f"OutboxBackoff.{name} must be finite and >= 0, got {value!r}")
-        if self.cap < self.base:
-            raise ValueError(f"OutboxBackoff.cap ({self.cap!r}) must be >= base ({self.base!r})")
-        if self.jitter > 1:
-            raise ValueError(f"OutboxBackoff.jitter must be from 0 to 1, got {self.jitter!r}")
-
-    def bounds(self, failures: int) -> tuple[float, float]:
-        """The shortest and longest wait after ``failures`` failures (1 for the first)."""
-        high = min(self.cap, self.base * 2.0 ** min(max(failures - 1, 0), 30))
-        return high * (1 - self.jitter), high
 
 
 # One lock per SQLite file and event loop: relays of one process take turns on a SQLite file.
 _sqlite_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
     weakref.WeakKeyDictionary()
 )
-
-
-class _Dialect:
-    """The few SQL expressions that differ between PostgreSQL and SQLite."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.sqlite = name == "sqlite"
-
-    def now(self) -> sa.ColumnElement[Any]:
-        if self.sqlite:
-            return sa.func.strftime(_SQLITE_TIME, "now")
-        return sa.func.now()
-
-    def now_plus(self, seconds: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
-        if self.sqlite:
-            return sa.func.strftime(_SQLITE_TIME, "now", sa.func.printf("%+.6f seconds", seconds))
-        return sa.func.now() + sa.func.make_interval(0, 0, 0, 0, 0, 0, seconds)
-
-    def seconds_since(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
-        if self.sqlite:
-            return (sa.func.julianday("now") - sa.func.julianday(column)) * 86400.0
-        return sa.extract("epoch", sa.func.now() - column)
-
-    def seconds_until(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
-        if self.sqlite:
-            return (sa.func.julianday(column) - sa.func.julianday("now")) * 86400.0
-        return sa.extract("epoch", column - sa.func.now())
-
-    def id_in(self, ids: list[int]) -> sa.ColumnElement[bool]:
-        if self.sqlite:
-            return _T.c.id.in_(ids)
-        # One array parameter, not one parameter per id: a 500-row batch stays a short query.
-        return _T.c.id == sa.any_(sa.bindparam("ids", ids, type_=_ID_ARRAY))
-
-    def greatest(self, *args: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
-        # SQLite's max() with several arguments is the scalar maximum.
-        return sa.func.max(*args) if self.sqlite else sa.func.greatest(*args)
-
-    def least(self, *args: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
-        return sa.func.min(*args) if self.sqlite else sa.func.least(*args)
-
-    def backoff_seconds(self, backoff: OutboxBackoff, min_delay: float) -> sa.ColumnElement[Any]:
-        """The wait after this failure, from the row's ``attempts`` before it is incremented."""
-        exponent = self.least(_T.c.attempts, sa.literal(30))
-        if self.sqlite:
-            # No power() in every SQLite build; random() is a signed 64-bit integer there.
-            growth: sa.ColumnElement[Any] = sa.literal(1).op("<<")(exponent)
-            unit: sa.ColumnElement[Any] = (sa.func.abs(sa.func.random()) % 1_000_000) / 1e6
-        else:
-            growth = sa.func.power(2.0, exponent)
-            unit = sa.func.random()
-        ceiling = self.least(sa.literal(float(backoff.cap)), float(backoff.base) * growth)
-        jittered = ceiling * (1.0 - float(backoff.jitter) * unit)
-        return self.greatest(sa.literal(float(min_delay)), jittered)
-
-
-_PG_CLAIM = sa.text(
-    """
-    WITH due AS (
-        SELECT id, octet_length(payload) + :overhead AS size
-        FROM audit_outbox
-        WHERE dead_lettered_at IS NULL
-          AND next_attempt_at <= now()
-          AND (lease_expires_at IS NULL OR lease_expires_at < now())
-        ORDER BY id
-        LIMIT :batch_size
-        FOR UPDATE SKIP LOCKED
-    ),
-    fitting AS (
-        SELECT id FROM (
-            SELECT id,
-                   sum(size) OVER (ORDER BY id) AS running,
-                   row_number() OVER (ORDER BY id) AS position
-            FROM due
-        ) AS windowed
-        WHERE running <= :max_bytes OR position = 1
-    )
-    UPDATE audit_outbox AS o
-    SET lease_owner = :owner,
-        lease_expires_at = now() + make_interval(secs => CAST(:lease_seconds AS double precision))
-    FROM fitting
-    WHERE o.id = fitting.id
-    RETURNING o.id, o.event_id, o.payload, o.attempts
-    """
-).columns(_T.c.id, _T.c.event_id, _T.c.payload, _T.c.attempts)
-
-# One UPDATE: SQLite takes its write lock when the statement starts, before the subquery reads.
-_SQLITE_CLAIM = sa.text(
-    """
-    UPDATE audit_outbox
-    SET lease_owner = :owner,
-        lease_expires_at = strftime(:time_format, 'now', printf(:seconds_format, :lease_seconds))
-    WHERE id IN (
-        SELECT id FROM (
-            SELECT id,
-                   sum(length(CAST(payload AS BLOB)) + :overhead) OVER (ORDER BY id) AS running,
-                   row_number() OVER (ORDER BY id) AS position
-            FROM (
-                SELECT id, payload FROM audit_outbox
-                WHERE dead_lettered_at IS NULL
-                  AND next_attempt_at <= strftime(:time_format, 'now')
-                  AND (lease_expires_at IS NULL
-                       OR lease_expires_at < strftime(:time_format, 'now'))
-                ORDER BY id
-                LIMIT :batch_size
-            )
-        )
-        WHERE running <= :max_bytes OR position = 1
-    )
-    RETURNING id, event_id, payload, attempts
-    """
-).columns(_T.c.id, _T.c.event_id, _T.c.payload, _T.c.attempts)
 
 
 class Outbox:
@@ -299,7 +109,7 @@ class Outbox:
             else engine
         )
         self._backoff = backoff if backoff is not None else OutboxBackoff()
-        self._sql = _Dialect(name)
+        self._sql = Dialect(name)
 
     @property
     def engine(self) -> AsyncEngine:
@@ -340,10 +150,10 @@ class Outbox:
         Oldest first. A single row larger than ``max_bytes`` is still claimed, alone, so that
         it is tried (and, if Telemetry refuses it, dead-lettered) rather than stuck forever.
         """
-        _check_int("batch_size", batch_size, 1, MAX_INGEST_ITEMS)
-        _check_int("max_bytes", max_bytes, 1, None)
-        _check_seconds("lease_seconds", lease_seconds, positive=True)
-        _check_owner(owner)
+        check_int("batch_size", batch_size, 1, MAX_INGEST_ITEMS)
+        check_int("max_bytes", max_bytes, 1, None)
+        check_seconds("lease_seconds", lease_seconds, positive=True)
+        check_owner(owner)
         params: dict[str, Any] = {
             "batch_size": batch_size,
             "max_bytes": max_bytes,
@@ -352,10 +162,10 @@ class Outbox:
             "overhead": ITEM_OVERHEAD_BYTES,
         }
         if self._sql.sqlite:
-            statement = _SQLITE_CLAIM
-            params |= {"time_format": _SQLITE_TIME, "seconds_format": "%+.6f seconds"}
+            statement = SQLITE_CLAIM
+            params |= {"time_format": SQLITE_TIME, "seconds_format": "%+.6f seconds"}
         else:
-            statement = _PG_CLAIM
+            statement = PG_CLAIM
         async with self._transaction("claim outbox rows") as conn:
             rows = (await conn.execute(statement, params)).all()
         items = [
@@ -367,46 +177,58 @@ class Outbox:
 
     async def ack(self, ids: Iterable[int], *, owner: str) -> int:
         """Delete delivered rows that ``owner`` still holds; returns how many were deleted."""
-        _check_owner(owner)
-        id_list = _check_ids(ids)
+        check_owner(owner)
+        id_list = check_ids(ids)
         if not id_list:
             return 0
         statement = sa.delete(_T).where(self._sql.id_in(id_list), _T.c.lease_owner == owner)
         async with self._transaction("acknowledge delivered outbox rows") as conn:
-            return _rowcount(await conn.execute(statement))
+            return rowcount(await conn.execute(statement))
 
     async def retry_later(
-        self, ids: Iterable[int], error: str, *, owner: str, min_delay: float = 0.0
+        self,
+        ids: Iterable[int],
+        error: str,
+        *,
+        owner: str,
+        min_delay: float = 0.0,
+        backoff: OutboxBackoff | None = None,
+        counted: bool = True,
     ) -> int:
-        """Give rows back with one more failed attempt, due again after backoff.
+        """Give rows back, due again after backoff; returns how many were rescheduled.
 
-        The wait (at least ``min_delay`` seconds) is computed per row from its attempts, in
-        database time; the lease is cleared and ``error`` kept as ``last_error``.
+        The wait (at least ``min_delay`` seconds) is computed per row from its attempts with
+        ``backoff`` (default: this outbox's), in database time; the lease is cleared and
+        ``error`` kept as ``last_error``. ``counted`` adds one failed attempt to each row;
+        without it the wait stays at the rows' current step (a failure that says nothing
+        about the events, such as a bug or a wrong configuration).
         """
-        _check_owner(owner)
-        _check_seconds("min_delay", min_delay)
-        id_list = _check_ids(ids)
+        check_owner(owner)
+        check_seconds("min_delay", min_delay)
+        if backoff is not None and not isinstance(backoff, OutboxBackoff):
+            raise TypeError(f"backoff must be an OutboxBackoff, got {type(backoff).__name__}")
+        id_list = check_ids(ids)
         if not id_list:
             return 0
-        delay = self._sql.backoff_seconds(self._backoff, min_delay)
+        delay = self._sql.backoff_seconds(backoff or self._backoff, min_delay)
         statement = (
             sa.update(_T)
             .where(self._sql.id_in(id_list), _T.c.lease_owner == owner)
             .values(
-                attempts=_T.c.attempts + 1,
+                attempts=_T.c.attempts + 1 if counted else _T.c.attempts,
                 next_attempt_at=self._sql.now_plus(delay),
                 lease_owner=None,
                 lease_expires_at=None,
-                last_error=_reason(error),
+                last_error=reason_text(error),
             )
         )
         async with self._transaction("reschedule outbox rows") as conn:
-            return _rowcount(await conn.execute(statement))
+            return rowcount(await conn.execute(statement))
 
     async def release(self, ids: Iterable[int], *, owner: str) -> int:
         """Give rows back unsent and due at once, without counting an attempt (shutdown)."""
-        _check_owner(owner)
-        id_list = _check_ids(ids)
+        check_owner(owner)
+        id_list = check_ids(ids)
         if not id_list:
             return 0
         statement = (
@@ -415,7 +237,7 @@ class Outbox:
             .values(lease_owner=None, lease_expires_at=None)
         )
         async with self._transaction("release outbox rows") as conn:
-            return _rowcount(await conn.execute(statement))
+            return rowcount(await conn.execute(statement))
 
     async def dead_letter(self, id: int, reason: str, *, owner: str | None) -> int:
         """Set one row aside as undeliverable, with ``reason``; see :meth:`dead_letter_many`."""
@@ -427,10 +249,10 @@ class Outbox:
         With an ``owner``, only rows it holds are touched; ``owner=None`` is for operators.
         """
         if owner is not None:
-            _check_owner(owner)
+            check_owner(owner)
         if not isinstance(reasons, Mapping):
             raise TypeError(f"reasons must map row ids to reasons, got {type(reasons).__name__}")
-        id_list = _check_ids(reasons)
+        id_list = check_ids(reasons)
         if not id_list:
             return 0
         conditions = [_T.c.id == sa.bindparam("row_id"), _T.c.dead_lettered_at.is_(None)]
@@ -447,9 +269,9 @@ class Outbox:
                 lease_expires_at=None,
             )
         )
-        rows = [{"row_id": row_id, "reason": _reason(reasons[row_id])} for row_id in id_list]
+        rows = [{"row_id": row_id, "reason": reason_text(reasons[row_id])} for row_id in id_list]
         async with self._transaction("dead-letter outbox rows", single=False) as conn:
-            return _rowcount(await conn.execute(statement, rows))
+            return rowcount(await conn.execute(statement, rows))
 
     async def stats(self) -> OutboxStats:
         """Pending, leased and dead-lettered counts and the oldest pending row's age.
@@ -472,7 +294,7 @@ class Outbox:
             pending=int(row[0]),
             leased=int(row[1]),
             oldest_pending_age_s=max(age, 0.0),
-            dead_lettered=int(row[3]),
+            dead_letters=int(row[3]),
         )
 
     async def next_due_in(self) -> float | None:
@@ -491,8 +313,8 @@ class Outbox:
 
     async def dead_letters(self, *, limit: int = 100, after_id: int = 0) -> list[DeadLetter]:
         """Dead-lettered rows in id order, ``limit`` at a time after ``after_id`` (keyset)."""
-        _check_int("limit", limit, 1, 10_000)
-        _check_int("after_id", after_id, 0, None)
+        check_int("limit", limit, 1, 10_000)
+        check_int("after_id", after_id, 0, None)
         statement = (
             sa.select(
                 _T.c.id,
@@ -532,7 +354,7 @@ class Outbox:
         """
         conditions: list[sa.ColumnElement[bool]] = [_T.c.dead_lettered_at.is_not(None)]
         if ids is not None:
-            id_list = _check_ids(ids)
+            id_list = check_ids(ids)
             if not id_list:
                 return 0
             conditions.append(self._sql.id_in(id_list))
@@ -548,7 +370,7 @@ class Outbox:
             )
         )
         async with self._transaction("re-drive dead-lettered outbox rows") as conn:
-            return _rowcount(await conn.execute(statement))
+            return rowcount(await conn.execute(statement))
 
     @contextlib.asynccontextmanager
     async def _transaction(
@@ -564,53 +386,3 @@ class Outbox:
                     yield conn
         except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
             raise map_database_error(exc, OutboxError, action) from exc
-
-
-def _rowcount(result: Any) -> int:
-    count = result.rowcount
-    return int(count) if count is not None and count >= 0 else 0
-
-
-def _reason(text: str) -> str:
-    if not isinstance(text, str):
-        raise TypeError(f"a reason must be a str, got {type(text).__name__}")
-    text = text.strip() or "(no reason given)"
-    if len(text) > MAX_REASON_LENGTH:
-        text = text[: MAX_REASON_LENGTH - 3] + "..."
-    return text
-
-
-def _check_owner(owner: object) -> None:
-    if not isinstance(owner, str) or not owner.strip():
-        raise ValueError(f"owner must be a non-empty string, got {owner!r}")
-
-
-def _check_ids(ids: Iterable[int]) -> list[int]:
-    if isinstance(ids, str | bytes):
-        raise TypeError(f"ids must be row ids, not the string {ids!r}")
-    id_list = list(ids)
-    for value in id_list:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"an outbox row id must be an int, got {value!r}")
-    return sorted(set(id_list))
-
-
-def _check_int(name: str, value: object, low: int, high: int | None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < low or (high is not None and value > high):
-        span = f"from {low} to {high}" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be {span}, got {value!r}")
-
-
-def _check_seconds(name: str, value: object, *, positive: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
-        bound = "> 0" if positive else ">= 0"
-        raise ValueError(f"{name} must be a finite number of seconds {bound}, got {value!r}")
-
-
-def ids_of(items: Sequence[OutboxItem]) -> list[int]:
-    """The row ids of ``items``, in order."""
-    return [item.id for item in items]

@@ -71,7 +71,7 @@ async def test_claim_leases_oldest_first_and_never_twice(store: AuditStore) -> N
         .to_json()
     )
     stats = await outbox.stats()
-    assert (stats.pending, stats.leased, stats.dead_lettered) == (7, 7, 0)
+    assert (stats.pending, stats.leased, stats.dead_letters) == (7, 7, 0)
 
 
 async def test_claim_stops_at_max_bytes_but_takes_one_oversized_row_alone(
@@ -196,7 +196,7 @@ async def test_dead_letter_keeps_the_row_with_its_reason_until_redriven(
 
     assert count == 2
     stats = await outbox.stats()
-    assert (stats.pending, stats.dead_lettered) == (1, 2)
+    assert (stats.pending, stats.dead_letters) == (1, 2)
     letters = await outbox.dead_letters()
     assert [(d.event_id, d.reason, d.attempts) for d in letters] == [
         (event_ids[0], "rejected: no organization", 1),
@@ -212,7 +212,7 @@ async def test_dead_letter_keeps_the_row_with_its_reason_until_redriven(
     (redriven,) = await outbox.claim(10, 1 << 20, 30, "me")
     assert (redriven.event_id, redriven.attempts) == (event_ids[0], 0)
     assert await outbox.redrive() == 1
-    assert (await outbox.stats()).dead_lettered == 0
+    assert (await outbox.stats()).dead_letters == 0
 
 
 async def test_release_gives_rows_back_without_counting_an_attempt(store: AuditStore) -> None:
@@ -230,7 +230,7 @@ async def test_release_gives_rows_back_without_counting_an_attempt(store: AuditS
 async def test_stats_reports_pending_leased_age_and_dead_letters(store: AuditStore) -> None:
     outbox = Outbox(store.engine)
     assert await outbox.stats() == OutboxStats(
-        pending=0, leased=0, oldest_pending_age_s=0.0, dead_lettered=0
+        pending=0, leased=0, oldest_pending_age_s=0.0, dead_letters=0
     )
     await write_events(store, 3)
     async with store.engine.begin() as conn:  # the oldest row was written 90 s ago
@@ -248,7 +248,7 @@ async def test_stats_reports_pending_leased_age_and_dead_letters(store: AuditSto
 
     stats = await outbox.stats()
 
-    assert (stats.pending, stats.leased, stats.dead_lettered) == (2, 1, 1)
+    assert (stats.pending, stats.leased, stats.dead_letters) == (2, 1, 1)
     assert stats.oldest_pending_age_s < 60  # the 90 s old row is dead-lettered, not pending
     await outbox.redrive()
     assert 89 <= (await outbox.stats()).oldest_pending_age_s <= 95
@@ -336,3 +336,9 @@ def test_backoff_bounds_double_up_to_the_cap() -> None:
         OutboxBackoff(jitter=1.5)
     with pytest.raises(ValueError, match=r"OutboxBackoff.base must be finite and >= 0, got nan"):
         OutboxBackoff(base=float("nan"))
+
+
+def test_outbox_stats_dead_lettered_is_a_deprecated_alias_of_dead_letters() -> None:
+    stats = OutboxStats(pending=1, leased=0, oldest_pending_age_s=0.5, dead_letters=3)
+    with pytest.warns(DeprecationWarning, match="use OutboxStats.dead_letters"):
+        assert stats.dead_lettered == 3
