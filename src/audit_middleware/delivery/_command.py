@@ -31,8 +31,9 @@ from telemetry_client import AsyncTelemetryClient, RetryPolicy, TelemetryError
 
 __all__ = ["RELAY_RETRY", "relay_command"]
 
-#: The client's retries in a relay: brief, because the outbox's own backoff (in the database)
-#: covers long outages, and a batch must be answered well within its lease.
+#: The client's retries in a relay: brief (4 attempts within 15 s), because the outbox's own
+#: backoff (in the database: ``DeliveryPolicy.backoff``) is the one that covers long outages,
+#: and a batch must be answered well within three quarters of its lease (45 s by default).
 RELAY_RETRY = RetryPolicy(max_attempts=4, deadline=15.0, initial_wait=0.5, max_wait=5.0)
 
 _PROG = "auditevt relay"

@@ -101,6 +101,7 @@ def test_relay_command_reports_an_unreachable_database_in_one_line() -> None:
     assert status == 1
     lines = [line for line in err.splitlines() if line.startswith("auditevt relay:")]
     assert len(lines) == 1 and "cannot use the outbox" in lines[0]
+    assert "migrate" not in lines[0]  # an outage is not a missing schema
     assert "Traceback" not in err
 
 
@@ -108,6 +109,15 @@ def test_relay_command_says_to_migrate_when_the_tables_are_missing(sqlite_url: s
     status, _, err = run(sqlite_url, "http://127.0.0.1:9", True)
     assert status == 1
     assert "run `auditevt migrate --database-url URL` first" in err
+
+
+def test_relay_command_says_to_migrate_an_empty_postgresql_database(pg_url: str) -> None:
+    status, _, err = run(pg_url, "http://127.0.0.1:9", True)
+    assert status == 1
+    (line,) = [line for line in err.splitlines() if line.startswith("auditevt relay:")]
+    assert "UndefinedTable" in line and line.endswith(
+        "(run `auditevt migrate --database-url URL` first)"
+    )
 
 
 def test_relay_command_needs_a_telemetry_url(

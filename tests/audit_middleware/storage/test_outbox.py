@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from audit_middleware import AuditStore
+from audit_middleware import AuditStore, OutboxSchemaMissing, OutboxUnavailable
 from audit_middleware.storage._outbox import (
     ITEM_OVERHEAD_BYTES,
     Outbox,
@@ -342,3 +342,20 @@ def test_outbox_stats_dead_lettered_is_a_deprecated_alias_of_dead_letters() -> N
     stats = OutboxStats(pending=1, leased=0, oldest_pending_age_s=0.5, dead_letters=3)
     with pytest.warns(DeprecationWarning, match="use OutboxStats.dead_letters"):
         assert stats.dead_lettered == 3
+
+
+async def test_outbox_says_its_table_is_missing_with_a_class_of_its_own(
+    sqlite_url: str, pg_url: str
+) -> None:
+    for url in (sqlite_url, pg_url):  # neither is migrated
+        async with AuditStore.from_url(url) as store:
+            with pytest.raises(OutboxSchemaMissing, match="could not read outbox statistics"):
+                await Outbox(store.engine).stats()
+
+
+async def test_outbox_says_its_database_is_unreachable_with_a_class_of_its_own() -> None:
+    async with AuditStore.from_url("postgresql://postgres@127.0.0.1:1/nowhere") as store:
+        with pytest.raises(OutboxUnavailable) as caught:
+            await Outbox(store.engine).claim(10, 1 << 20, 30, "me")
+    assert not isinstance(caught.value, OutboxSchemaMissing)
+    assert isinstance(caught.value, OutboxError)
