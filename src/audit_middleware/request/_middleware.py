@@ -19,6 +19,7 @@ import inspect
 import logging
 import math
 import time
+import warnings
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -149,10 +150,21 @@ class AuditConfig:
     anyway. The default answers 503."""
     write_timeout: float | None = 10.0
     """Seconds a write may take before it counts as failed; None waits indefinitely."""
-    prometheus: bool = True
-    """Report the counters to ``prometheus_client`` (read at scrape time) when installed."""
+    metrics: bool = True
+    """Report the counters to Prometheus (read at scrape time) when ``prometheus_client`` is
+    installed (the same switch as ``RelayConfig.metrics``)."""
+    prometheus: bool | None = None
+    """Deprecated name of ``metrics``; when given, it sets ``metrics``."""
 
     def __post_init__(self) -> None:
+        if self.prometheus is not None:
+            warnings.warn(
+                "AuditConfig(prometheus=...) is deprecated: use AuditConfig(metrics=...)",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            object.__setattr__(self, "metrics", bool(self.prometheus))
+            object.__setattr__(self, "prometheus", None)
         for method, action in self.methods.items():
             if not isinstance(method, str) or method != method.upper():
                 raise ValueError(f"methods key {method!r} must be an upper-case HTTP method")
@@ -258,7 +270,7 @@ class AuditMiddleware:
         # Log throttles (not request state: shared by every request, like the counters).
         self._anonymous_log = RateLimitedLog(logger, interval=60.0)
         self._last_traceback = -math.inf
-        self._tracked = not self.config.prometheus  # reported to Prometheus on first request
+        self._tracked = not self.config.metrics  # reported to Prometheus on first request
 
     def _audited_path(self, path: str) -> bool:
         config = self.config
@@ -275,7 +287,7 @@ class AuditMiddleware:
 
         if not self._tracked:
             self._tracked = True
-            track(self.stats)
+            track(self.stats, self)
         action = self.config.methods.get(scope["method"])
         audited = action is not None and self._audited_path(scope["path"])
         audit = RequestAudit(audited=audited)

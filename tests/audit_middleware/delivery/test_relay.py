@@ -7,10 +7,12 @@ Cross-process behaviour (real uvicorn, SIGKILL, two relays) is in test_relay_int
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import statistics
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -507,6 +509,22 @@ async def test_relay_metrics_are_created_lazily_and_count(pg_store: AuditStore) 
     assert registry.get_sample_value("auditevt_relay_delivered_total") == 10
 
 
+async def test_a_dropped_relay_is_garbage_collected_metrics_and_all(pg_store: AuditStore) -> None:
+    await write_events(pg_store, 3)
+    registry = CollectorRegistry()
+    standin = TelemetryStandIn()
+    async with client_for(standin.app) as client:
+        relay = OutboxRelay(pg_store, client, config=config(metrics=True), registry=registry)
+        async with relay:  # runs in the background, gauges refreshing
+            await eventually(lambda: len(standin.event_ids()) == 3)
+        reference = weakref.ref(relay)
+        del relay
+        gc.collect()
+        assert reference() is None
+    # The registry keeps the numbers, not the relay.
+    assert registry.get_sample_value("auditevt_relay_delivered_total") == 3
+
+
 def test_relay_config_rejects_bad_values() -> None:
     with pytest.raises(ValueError, match="batch_size must be from 1 to 500, got 501"):
         RelayConfig(batch_size=501)
@@ -520,6 +538,8 @@ def test_relay_config_rejects_bad_values() -> None:
         RelayConfig(owner=" ")
     with pytest.raises(TypeError, match="backoff must be an OutboxBackoff"):
         RelayConfig(backoff=1.0)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="policy must be a DeliveryPolicy"):
+        RelayConfig(policy=1)  # type: ignore[arg-type]
 
 
 async def test_relay_constructor_checks_its_arguments_and_starts_nothing(

@@ -794,9 +794,8 @@ async def test_middleware_counts_in_prometheus(store: AuditStore) -> None:
     from prometheus_client import REGISTRY
 
     def written() -> float:
-        value = REGISTRY.get_sample_value(
-            "audit_middleware_requests_total", {"outcome": "written"}
-        )
+        name = "auditevt_middleware_requests_total"
+        value = REGISTRY.get_sample_value(name, {"outcome": "written"})
         return value or 0.0
 
     before = written()
@@ -806,7 +805,7 @@ async def test_middleware_counts_in_prometheus(store: AuditStore) -> None:
     assert written() == before + 2
     # Opted out: counted on the middleware only.
     stats = AuditStats()
-    async with client(build_starlette(store, AuditConfig(prometheus=False), stats)) as http:
+    async with client(build_starlette(store, AuditConfig(metrics=False), stats)) as http:
         await http.post("/patients", json={"id": 3}, headers=USER)
     assert (stats.written, written()) == (1, before + 2)
 
