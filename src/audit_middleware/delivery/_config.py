@@ -31,8 +31,7 @@ def check_seconds(name: str, value: object, *, positive: bool = True) -> None:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RelayConfig:
-    """How a relay batches, leases and waits, and its delivery policy. Every field has a safe
-    default."""
+    """How a relay batches, leases and waits, and its delivery policy; safe defaults all."""
 
     batch_size: int = 500
     """Most events per request (1 to 500, the envelope's limit)."""

@@ -42,7 +42,7 @@ SPLIT_STATUSES = frozenset({400, 413, 422})
 
 
 class TelemetryExporter:
-    """Exports outbox batches with an :class:`AsyncTelemetryClient` (which the caller owns).
+    """Exports outbox batches with an ``AsyncTelemetryClient`` (which the caller owns).
 
     ``max_batch_bytes`` is the most a batch may hold (an event bigger than that which
     Telemetry refuses is rejected even when nothing else got through); ``max_split_requests``
