@@ -8,6 +8,7 @@ import os
 import secrets
 import socket
 
+from audit_middleware._exceptions import ConfigurationError
 from audit_middleware.delivery._policy import DeliveryPolicy
 from audit_middleware.storage._outbox_types import DEFAULT_MAX_BATCH_BYTES, OutboxBackoff
 from auditevt._ingest import MAX_INGEST_ITEMS
@@ -23,10 +24,10 @@ def default_owner() -> str:
 def check_seconds(name: str, value: object, *, positive: bool = True) -> None:
     """Raise TypeError or ValueError, naming ``name`` and ``value``, unless it is seconds."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+        raise ConfigurationError(f"{name} must be a number of seconds, got {value!r}")
     if not math.isfinite(value) or value < 0 or (positive and value == 0):
         bound = "> 0" if positive else ">= 0"
-        raise ValueError(f"{name} must be finite and {bound}, got {value!r}")
+        raise ConfigurationError(f"{name} must be finite and {bound}, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -78,22 +79,28 @@ class RelayConfig:
     def __post_init__(self) -> None:
         size = self.batch_size
         if isinstance(size, bool) or not isinstance(size, int):
-            raise TypeError(f"RelayConfig.batch_size must be an int, got {size!r}")
+            raise ConfigurationError(f"RelayConfig.batch_size must be an int, got {size!r}")
         if not 1 <= size <= MAX_INGEST_ITEMS:
-            raise ValueError(
+            raise ConfigurationError(
                 f"RelayConfig.batch_size must be from 1 to {MAX_INGEST_ITEMS}, got {size!r}"
             )
         limit = self.max_batch_bytes
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1024:
-            raise ValueError(f"RelayConfig.max_batch_bytes must be an int >= 1024, got {limit!r}")
+            raise ConfigurationError(
+                f"RelayConfig.max_batch_bytes must be an int >= 1024, got {limit!r}"
+            )
         for name in ("lease_seconds", "sweep_interval", "stats_interval"):
             check_seconds(f"RelayConfig.{name}", getattr(self, name))
         for name in ("drain_timeout", "log_interval"):
             check_seconds(f"RelayConfig.{name}", getattr(self, name), positive=False)
         if not isinstance(self.policy, DeliveryPolicy):
-            raise TypeError(f"RelayConfig.policy must be a DeliveryPolicy, got {self.policy!r}")
+            raise ConfigurationError(
+                f"RelayConfig.policy must be a DeliveryPolicy, got {self.policy!r}"
+            )
         if self.backoff is not None and not isinstance(self.backoff, OutboxBackoff):
-            raise TypeError(f"RelayConfig.backoff must be an OutboxBackoff, got {self.backoff!r}")
+            raise ConfigurationError(
+                f"RelayConfig.backoff must be an OutboxBackoff, got {self.backoff!r}"
+            )
         # The shorthands fold into the policy, which alone is in force (read config.policy).
         policy = self.policy
         if self.backoff is not None:
@@ -104,14 +111,16 @@ class RelayConfig:
         object.__setattr__(self, "policy", policy)
         flight = self.max_in_flight
         if isinstance(flight, bool) or not isinstance(flight, int) or not 1 <= flight <= 16:
-            raise ValueError(
+            raise ConfigurationError(
                 f"RelayConfig.max_in_flight must be an int from 1 to 16, got {flight!r}"
             )
         splits = self.max_split_requests
         if isinstance(splits, bool) or not isinstance(splits, int) or splits < 0:
-            raise ValueError(f"RelayConfig.max_split_requests must be an int >= 0, got {splits!r}")
+            raise ConfigurationError(
+                f"RelayConfig.max_split_requests must be an int >= 0, got {splits!r}"
+            )
         if self.owner is not None and (not isinstance(self.owner, str) or not self.owner.strip()):
-            raise ValueError(
+            raise ConfigurationError(
                 f"RelayConfig.owner must be a non-empty string or None, got {self.owner!r}"
             )
 

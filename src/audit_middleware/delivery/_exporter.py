@@ -25,6 +25,7 @@ import math
 from collections.abc import Collection, Mapping, Sequence
 from typing import Literal, Protocol, runtime_checkable
 
+from audit_middleware._exceptions import ConfigurationError
 from audit_middleware.storage._outbox_types import OutboxItem
 
 __all__ = ["ExportFailure", "ExportResult", "Exporter", "FailureKind"]
@@ -49,9 +50,11 @@ class ExportFailure:
 
     def __post_init__(self) -> None:
         if not isinstance(self.reason, str) or not self.reason.strip():
-            raise ValueError(f"ExportFailure.reason must be a non-empty str, got {self.reason!r}")
+            raise ConfigurationError(
+                f"ExportFailure.reason must be a non-empty str, got {self.reason!r}"
+            )
         if self.kind not in ("retryable", "configuration"):
-            raise ValueError(
+            raise ConfigurationError(
                 f"ExportFailure.kind must be 'retryable' or 'configuration', got {self.kind!r}"
             )
         after = self.retry_after
@@ -61,7 +64,7 @@ class ExportFailure:
             or not math.isfinite(after)
             or after < 0
         ):
-            raise ValueError(
+            raise ConfigurationError(
                 f"ExportFailure.retry_after must be seconds >= 0 or None, got {after!r}"
             )
 

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Self
 
+from audit_middleware._exceptions import ConfigurationError
 from audit_middleware.delivery._config import check_seconds
 from audit_middleware.delivery._notify import NotifyingSink, Sink
 
@@ -78,7 +79,7 @@ class RelayLifecycle:
         event within milliseconds, instead of at the next sweep.
         """
         if not callable(getattr(sink, "write", None)):
-            raise TypeError(f"sink={sink!r} has no write(event) method")
+            raise ConfigurationError(f"sink={sink!r} has no write(event) method")
         return NotifyingSink(sink, self.notify)
 
     async def start(self) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from audit_middleware._exceptions import ConfigurationError
 from audit_middleware.storage._outbox_types import OutboxBackoff
 
 __all__ = ["DeliveryPolicy"]
@@ -40,7 +41,7 @@ class DeliveryPolicy:
 
     def __post_init__(self) -> None:
         if not isinstance(self.backoff, OutboxBackoff):
-            raise TypeError(
+            raise ConfigurationError(
                 f"DeliveryPolicy.backoff must be an OutboxBackoff, got {self.backoff!r}"
             )
         pause = self.max_pause
@@ -50,16 +51,18 @@ class DeliveryPolicy:
             or not math.isfinite(pause)
             or pause < 0
         ):
-            raise ValueError(f"DeliveryPolicy.max_pause must be seconds >= 0, got {pause!r}")
+            raise ConfigurationError(
+                f"DeliveryPolicy.max_pause must be seconds >= 0, got {pause!r}"
+            )
         limit = self.max_attempts
         if limit is not None and (
             isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
         ):
-            raise ValueError(
+            raise ConfigurationError(
                 f"DeliveryPolicy.max_attempts must be an int >= 1 or None, got {limit!r}"
             )
         if not isinstance(self.dead_letter_rejected, bool):
-            raise TypeError(
+            raise ConfigurationError(
                 "DeliveryPolicy.dead_letter_rejected must be a bool, "
                 f"got {self.dead_letter_rejected!r}"
             )

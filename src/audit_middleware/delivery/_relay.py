@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from audit_middleware._exceptions import AuditError
+from audit_middleware._exceptions import AuditError, ConfigurationError
 from audit_middleware._ratelimit_log import RateLimitedLog
 from audit_middleware.delivery._config import RelayConfig, RelayStats, default_owner
 from audit_middleware.delivery._exporter import Exporter, ExportResult
@@ -45,8 +45,7 @@ __all__ = ["OutboxRelay", "RelayConfig", "RelayStats", "default_owner"]
 
 logger = logging.getLogger("audit_middleware.relay")
 
-#: The share of a lease a batch may spend being exported (and split); the rest is a safety
-#: margin against clock drift between this process and the database.
+#: The share of a lease a batch may spend being exported; the rest is a margin for clock drift.
 _SEND_SHARE = 0.75
 
 #: How long a relay that is being cancelled spends giving its claimed rows back.
@@ -86,15 +85,14 @@ class OutboxRelay(RelayLifecycle):
         if config is None:
             config = RelayConfig()
         elif not isinstance(config, RelayConfig):
-            raise TypeError(f"config must be a RelayConfig, got {type(config).__name__}")
+            raise ConfigurationError(f"config must be a RelayConfig, got {type(config).__name__}")
+        engine = source if isinstance(source, AsyncEngine) else getattr(source, "engine", None)
         if isinstance(source, Outbox):
             outbox = source
-        elif isinstance(source, AsyncEngine):
-            outbox = Outbox(source, backoff=config.policy.backoff)
-        elif isinstance(getattr(source, "engine", None), AsyncEngine):
-            outbox = Outbox(source.engine, backoff=config.policy.backoff)
+        elif isinstance(engine, AsyncEngine):
+            outbox = Outbox(engine, backoff=config.policy.backoff)
         else:
-            raise TypeError(
+            raise ConfigurationError(
                 "source must be an AuditStore, an AsyncEngine or an Outbox, "
                 f"got {type(source).__name__}"
             )
@@ -103,6 +101,7 @@ class OutboxRelay(RelayLifecycle):
             exporter,
             max_batch_bytes=config.max_batch_bytes,
             max_split_requests=config.max_split_requests,
+            send_budget=config.lease_seconds * _SEND_SHARE,
         )
         super().__init__(
             owner=config.owner or default_owner(), drain_timeout=config.drain_timeout, sleep=sleep

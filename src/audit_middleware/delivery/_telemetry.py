@@ -22,8 +22,10 @@ Anything else (a closed client, a bug) is raised, and the relay leaves the batch
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
+from audit_middleware._exceptions import ConfigurationError
 from audit_middleware.delivery._exporter import Exporter, ExportFailure, ExportResult, FailureKind
 from audit_middleware.storage._outbox_types import DEFAULT_MAX_BATCH_BYTES, OutboxItem
 from auditevt._ingest import IngestStatus, ingest_envelope_json
@@ -35,6 +37,8 @@ from telemetry_client import (
 )
 
 __all__ = ["SPLIT_STATUSES", "TelemetryExporter", "resolve_exporter"]
+
+logger = logging.getLogger("audit_middleware.relay")
 
 #: Statuses that refuse a request for what is in it: worth splitting the batch to find out
 #: which event is at fault.
@@ -57,12 +61,14 @@ class TelemetryExporter:
         max_split_requests: int = 20,
     ) -> None:
         if not isinstance(client, AsyncTelemetryClient):
-            raise TypeError(f"client must be an AsyncTelemetryClient, got {type(client).__name__}")
+            raise ConfigurationError(
+                f"client must be an AsyncTelemetryClient, got {type(client).__name__}"
+            )
         if isinstance(max_batch_bytes, bool) or not isinstance(max_batch_bytes, int):
-            raise TypeError(f"max_batch_bytes must be an int, got {max_batch_bytes!r}")
+            raise ConfigurationError(f"max_batch_bytes must be an int, got {max_batch_bytes!r}")
         splits = max_split_requests
         if isinstance(splits, bool) or not isinstance(splits, int) or splits < 0:
-            raise ValueError(f"max_split_requests must be an int >= 0, got {splits!r}")
+            raise ConfigurationError(f"max_split_requests must be an int >= 0, got {splits!r}")
         self._client = client
         self._max_batch_bytes = max_batch_bytes
         self._max_split_requests = max_split_requests
@@ -91,16 +97,33 @@ def resolve_exporter(
     *,
     max_batch_bytes: int,
     max_split_requests: int,
+    send_budget: float,
 ) -> Exporter:
-    """``exporter``, or a :class:`TelemetryExporter` on ``client``: exactly one must be given."""
+    """``exporter``, or a :class:`TelemetryExporter` on ``client``: exactly one must be given.
+
+    A client whose retries may outlast ``send_budget`` (the seconds a batch may take) is
+    logged once: the outbox's backoff, not the client's, is the one meant for long outages.
+    """
     if (client is None) == (exporter is None):
-        raise TypeError("give OutboxRelay either client= or exporter=, not both nor neither")
+        raise ConfigurationError(
+            "give OutboxRelay either client= or exporter=, not both nor neither"
+        )
     if client is not None:
-        return TelemetryExporter(
+        telemetry = TelemetryExporter(
             client, max_batch_bytes=max_batch_bytes, max_split_requests=max_split_requests
         )
+        deadline = client.retry.deadline
+        if deadline is None or deadline > send_budget:
+            logger.warning(
+                "the relay's client may retry for %s, longer than the %.0f s a batch may take: "
+                "give it a brief RetryPolicy (auditevt relay uses 4 attempts within 15 s); "
+                "the outbox's backoff covers long outages",
+                "ever" if deadline is None else f"{deadline:.0f} s",
+                send_budget,
+            )
+        return telemetry
     if exporter is None or not callable(getattr(exporter, "export", None)):
-        raise TypeError(f"exporter={exporter!r} has no export(batch) method")
+        raise ConfigurationError(f"exporter={exporter!r} has no export(batch) method")
     return exporter
 
 

@@ -40,7 +40,7 @@ import sqlalchemy as sa
 import sqlalchemy.exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from audit_middleware._exceptions import OutboxError, map_database_error
+from audit_middleware._exceptions import ConfigurationError, OutboxError, map_database_error
 from audit_middleware.storage._outbox_sql import (
     PG_CLAIM,
     SQLITE_CLAIM,
@@ -94,12 +94,16 @@ class Outbox:
 
     def __init__(self, engine: AsyncEngine, *, backoff: OutboxBackoff | None = None) -> None:
         if not isinstance(engine, AsyncEngine):
-            raise TypeError(f"engine must be a sqlalchemy AsyncEngine, got {type(engine).__name__}")
+            raise ConfigurationError(
+                f"engine must be a sqlalchemy AsyncEngine, got {type(engine).__name__}"
+            )
         name = engine.dialect.name
         if name not in ("postgresql", "sqlite"):
-            raise ValueError(f"the outbox runs on PostgreSQL or SQLite, not {name!r}")
+            raise ConfigurationError(f"the outbox runs on PostgreSQL or SQLite, not {name!r}")
         if backoff is not None and not isinstance(backoff, OutboxBackoff):
-            raise TypeError(f"backoff must be an OutboxBackoff, got {type(backoff).__name__}")
+            raise ConfigurationError(
+                f"backoff must be an OutboxBackoff, got {type(backoff).__name__}"
+            )
         self._engine = engine
         # Each operation is a single statement, atomic on its own (dead_letter_many aside): on
         # PostgreSQL, autocommit spares the BEGIN and COMMIT round trips.
@@ -206,7 +210,9 @@ class Outbox:
         check_owner(owner)
         check_seconds("min_delay", min_delay)
         if backoff is not None and not isinstance(backoff, OutboxBackoff):
-            raise TypeError(f"backoff must be an OutboxBackoff, got {type(backoff).__name__}")
+            raise ConfigurationError(
+                f"backoff must be an OutboxBackoff, got {type(backoff).__name__}"
+            )
         id_list = check_ids(ids)
         if not id_list:
             return 0
@@ -251,7 +257,9 @@ class Outbox:
         if owner is not None:
             check_owner(owner)
         if not isinstance(reasons, Mapping):
-            raise TypeError(f"reasons must map row ids to reasons, got {type(reasons).__name__}")
+            raise ConfigurationError(
+                f"reasons must map row ids to reasons, got {type(reasons).__name__}"
+            )
         id_list = check_ids(reasons)
         if not id_list:
             return 0

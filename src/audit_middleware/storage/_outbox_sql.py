@@ -130,4 +130,3 @@ SQLITE_CLAIM = sa.text(
     RETURNING id, event_id, payload, attempts
     """
 ).columns(_T.c.id, _T.c.event_id, _T.c.payload, _T.c.attempts)
-

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from audit_middleware._exceptions import ConfigurationError
+
 __all__ = [
     "DEFAULT_MAX_BATCH_BYTES",
     "ITEM_OVERHEAD_BYTES",
@@ -121,13 +123,19 @@ class OutboxBackoff:
         for name in ("base", "cap", "jitter"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise TypeError(f"OutboxBackoff.{name} must be a number, got {value!r}")
+                raise ConfigurationError(f"OutboxBackoff.{name} must be a number, got {value!r}")
             if not math.isfinite(value) or value < 0:
-                raise ValueError(f"OutboxBackoff.{name} must be finite and >= 0, got {value!r}")
+                raise ConfigurationError(
+                    f"OutboxBackoff.{name} must be finite and >= 0, got {value!r}"
+                )
         if self.cap < self.base:
-            raise ValueError(f"OutboxBackoff.cap ({self.cap!r}) must be >= base ({self.base!r})")
+            raise ConfigurationError(
+                f"OutboxBackoff.cap ({self.cap!r}) must be >= base ({self.base!r})"
+            )
         if self.jitter > 1:
-            raise ValueError(f"OutboxBackoff.jitter must be from 0 to 1, got {self.jitter!r}")
+            raise ConfigurationError(
+                f"OutboxBackoff.jitter must be from 0 to 1, got {self.jitter!r}"
+            )
 
     def bounds(self, failures: int) -> tuple[float, float]:
         """The shortest and longest wait after ``failures`` failures (1 for the first)."""
@@ -142,7 +150,7 @@ def rowcount(result: Any) -> int:
 
 def reason_text(text: str) -> str:
     if not isinstance(text, str):
-        raise TypeError(f"a reason must be a str, got {type(text).__name__}")
+        raise ConfigurationError(f"a reason must be a str, got {type(text).__name__}")
     text = text.strip() or "(no reason given)"
     if len(text) > MAX_REASON_LENGTH:
         text = text[: MAX_REASON_LENGTH - 3] + "..."
@@ -151,33 +159,35 @@ def reason_text(text: str) -> str:
 
 def check_owner(owner: object) -> None:
     if not isinstance(owner, str) or not owner.strip():
-        raise ValueError(f"owner must be a non-empty string, got {owner!r}")
+        raise ConfigurationError(f"owner must be a non-empty string, got {owner!r}")
 
 
 def check_ids(ids: Iterable[int]) -> list[int]:
     if isinstance(ids, str | bytes):
-        raise TypeError(f"ids must be row ids, not the string {ids!r}")
+        raise ConfigurationError(f"ids must be row ids, not the string {ids!r}")
     id_list = list(ids)
     for value in id_list:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"an outbox row id must be an int, got {value!r}")
+            raise ConfigurationError(f"an outbox row id must be an int, got {value!r}")
     return sorted(set(id_list))
 
 
 def check_int(name: str, value: object, low: int, high: int | None) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r}")
+        raise ConfigurationError(f"{name} must be an int, got {value!r}")
     if value < low or (high is not None and value > high):
         span = f"from {low} to {high}" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be {span}, got {value!r}")
+        raise ConfigurationError(f"{name} must be {span}, got {value!r}")
 
 
 def check_seconds(name: str, value: object, *, positive: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+        raise ConfigurationError(f"{name} must be a number of seconds, got {value!r}")
     if not math.isfinite(value) or value < 0 or (positive and value == 0):
         bound = "> 0" if positive else ">= 0"
-        raise ValueError(f"{name} must be a finite number of seconds {bound}, got {value!r}")
+        raise ConfigurationError(
+            f"{name} must be a finite number of seconds {bound}, got {value!r}"
+        )
 
 
 def ids_of(items: Sequence[OutboxItem]) -> list[int]:

@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from audit_middleware import AuditMiddleware, AuditStore, migrate
+from audit_middleware.delivery._command import RELAY_RETRY
 from audit_middleware.delivery._relay import OutboxRelay, RelayConfig, RelayStats
 from audit_middleware.storage._outbox import OutboxBackoff
 from audit_middleware.storage._tables import AUDIT_OUTBOX
@@ -642,3 +643,17 @@ async def test_relay_runs_within_a_fastapi_lifespan(pg_url: str) -> None:
 
         assert not relay.running
     assert sorted(event.entity_id for event in standin.events().values()) == [1, 2, 3]
+
+
+async def test_relay_warns_of_a_client_that_retries_longer_than_a_batch_may_take(
+    pg_store: AuditStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "audit_middleware.relay")
+    standin = TelemetryStandIn()
+    async with client_for(standin.app, RetryPolicy(deadline=60.0)) as patient:
+        OutboxRelay(pg_store, patient, config=config(lease_seconds=60.0))  # 45 s per batch
+    async with client_for(standin.app, RELAY_RETRY) as brief:
+        OutboxRelay(pg_store, brief, config=config(lease_seconds=60.0))
+
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "may retry for 60 s, longer than the 45 s a batch may take" in warning
