@@ -21,12 +21,11 @@ back, logs the traceback and counts it.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Collection, Mapping, Sequence
 from typing import Literal, Protocol, runtime_checkable
 
 from audit_middleware._exceptions import ConfigurationError
-from audit_middleware.storage._outbox_types import OutboxItem
+from audit_middleware.storage._outbox_types import OutboxItem, check_seconds
 
 __all__ = ["ExportFailure", "ExportResult", "Exporter", "FailureKind"]
 
@@ -57,16 +56,8 @@ class ExportFailure:
             raise ConfigurationError(
                 f"ExportFailure.kind must be 'retryable' or 'configuration', got {self.kind!r}"
             )
-        after = self.retry_after
-        if after is not None and (
-            isinstance(after, bool)
-            or not isinstance(after, int | float)
-            or not math.isfinite(after)
-            or after < 0
-        ):
-            raise ConfigurationError(
-                f"ExportFailure.retry_after must be seconds >= 0 or None, got {after!r}"
-            )
+        if self.retry_after is not None:
+            check_seconds("ExportFailure.retry_after", self.retry_after)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -10,10 +10,9 @@ attempts within seconds, well inside the lease: see ``RELAY_RETRY``); it is not 
 from __future__ import annotations
 
 import dataclasses
-import math
 
 from audit_middleware._exceptions import ConfigurationError
-from audit_middleware.storage._outbox_types import OutboxBackoff
+from audit_middleware.storage._outbox_types import OutboxBackoff, check_seconds
 
 __all__ = ["DeliveryPolicy"]
 
@@ -44,16 +43,7 @@ class DeliveryPolicy:
             raise ConfigurationError(
                 f"DeliveryPolicy.backoff must be an OutboxBackoff, got {self.backoff!r}"
             )
-        pause = self.max_pause
-        if (
-            isinstance(pause, bool)
-            or not isinstance(pause, int | float)
-            or not math.isfinite(pause)
-            or pause < 0
-        ):
-            raise ConfigurationError(
-                f"DeliveryPolicy.max_pause must be seconds >= 0, got {pause!r}"
-            )
+        check_seconds("DeliveryPolicy.max_pause", self.max_pause)
         limit = self.max_attempts
         if limit is not None and (
             isinstance(limit, bool) or not isinstance(limit, int) or limit < 1

@@ -278,12 +278,16 @@ async def test_relay_takes_a_client_or_an_exporter(pg_store: AuditStore) -> None
 def test_delivery_policy_rejects_bad_values() -> None:
     with pytest.raises(ValueError, match="max_attempts must be an int >= 1 or None, got 0"):
         DeliveryPolicy(max_attempts=0)
-    with pytest.raises(ValueError, match="max_pause must be seconds >= 0, got -1"):
+    with pytest.raises(
+        ValueError, match="max_pause must be a finite number of seconds >= 0, got -1$"
+    ):
         DeliveryPolicy(max_pause=-1)
     with pytest.raises(TypeError, match="backoff must be an OutboxBackoff, got 2"):
         DeliveryPolicy(backoff=2)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="kind must be 'retryable' or 'configuration'"):
         ExportFailure("x", kind="fatal")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="retry_after must be a finite number of seconds >= 0"):
+        ExportFailure("x", retry_after=float("nan"))
 
 
 def test_relay_config_shorthands_fold_into_the_one_policy() -> None:
