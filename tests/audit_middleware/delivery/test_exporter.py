@@ -279,7 +279,7 @@ def test_delivery_policy_rejects_bad_values() -> None:
     with pytest.raises(ValueError, match="max_attempts must be an int >= 1 or None, got 0"):
         DeliveryPolicy(max_attempts=0)
     with pytest.raises(
-        ValueError, match="max_pause must be a finite number of seconds >= 0, got -1$"
+        ValueError, match="max_pause must be a finite number of seconds >= 0, got -1"
     ):
         DeliveryPolicy(max_pause=-1)
     with pytest.raises(TypeError, match="backoff must be an OutboxBackoff, got 2"):
