@@ -79,9 +79,11 @@ REJECTED = [
     ("impersonation_id", {"impersonation_id": 2**64}),
     ("ip_address", {"ip_address": 203}),
     ("user_agent", {"user_agent": None}),
-    ("action", {"action": "READ"}),
-    ("action", {"action": "update"}),
-    ("action_context", {"action_context": "sudo"}),
+    ("action", {"action": 1}),
+    ("action", {"action": None}),
+    ("action_context", {"action_context": 7}),
+    ("timestamp", {"timestamp": "\u0662\u0660\u0662\u0666-11-27T10:11:12Z"}),  # Arabic-Indic
+    ("timestamp", {"timestamp": "2026-11-27T10:11:\uff11\uff12Z"}),  # fullwidth 12
     ("timestamp", {"timestamp": None}),
     ("organization_id", {"organization_id": None}),
 ]
