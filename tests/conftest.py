@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 
 # The server CI and developers run (.ci/run starts it when it is down); override to point
 # the tests elsewhere.
-PG_ADMIN_DSN = os.environ.get("AUDITEVT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_DSN = os.environ.get(
+    "AUDITEVT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 
 
 @pytest.fixture
