@@ -20,9 +20,11 @@ import re
 
 __all__ = [
     "EVENT_FIELDS",
+    "array_elements",
     "go_fields",
     "may_hold_negative_zero",
     "nesting",
+    "object_members",
     "rewrite_negative_zero",
 ]
 
@@ -78,8 +80,24 @@ def rewrite_negative_zero(text: str) -> str:
     return _NEGATIVE_ZERO.sub(lambda m: m.group(1) or "-0.0", text)
 
 
+_DECODER = json.JSONDecoder()
+_SPACE = re.compile(r"[ \t\n\r]*")
+
+
 def _value_end(text: str, pos: int) -> int | None:
     """The end of the JSON value starting at or after ``pos`` (after whitespace), or None."""
+    pos = _SPACE.match(text, pos).end()  # type: ignore[union-attr]  # matches "" at worst
+    try:
+        # The C decoder finds the end fastest; only nesting deeper than Python's recursion
+        # limit (Go reads 10,000 levels) needs the token loop.
+        return _DECODER.raw_decode(text, pos)[1]
+    except RecursionError:
+        return _token_end(text, pos)
+    except ValueError:
+        return None
+
+
+def _token_end(text: str, pos: int) -> int | None:
     depth = 0
     while True:
         match = _TOKEN.match(text, pos)
@@ -103,7 +121,7 @@ def _value_end(text: str, pos: int) -> int | None:
             return None
 
 
-def _members(text: str) -> list[tuple[str, str]] | None:
+def object_members(text: str) -> list[tuple[str, str]] | None:
     """(key, raw value) of each member of the top-level object in order, or None."""
     match = _TOKEN.match(text, 0)
     if match is None or match.group(2) != "{":
@@ -140,6 +158,33 @@ def _members(text: str) -> list[tuple[str, str]] | None:
     return members
 
 
+def array_elements(text: str) -> list[str] | None:
+    """The raw JSON text of each element of a top-level array in order, or None."""
+    match = _TOKEN.match(text, 0)
+    if match is None or match.group(2) != "[":
+        return None
+    pos = match.end()
+    elements: list[str] = []
+    while True:
+        close = _TOKEN.match(text, pos)
+        if close is not None and close.group(2) == "]" and not elements:
+            pos = close.end()
+            break
+        end = _value_end(text, pos)
+        if end is None:
+            return None
+        elements.append(text[pos:end].strip(" \t\n\r"))
+        after = _TOKEN.match(text, end)
+        if after is None or after.group(2) not in (",", "]"):
+            return None
+        pos = after.end()
+        if after.group(2) == "]":
+            break
+    if text[pos:].strip(" \t\n\r"):
+        return None
+    return elements
+
+
 def _field_of(key: str) -> str | None:
     if key in EVENT_FIELDS:
         return key
@@ -167,7 +212,7 @@ def go_fields(text: str) -> dict[str, str] | None:
 
     None when ``text`` is not one JSON object. ``-0`` inside ``changes`` is spelled ``-0.0``.
     """
-    members = _members(text)
+    members = object_members(text)
     if members is None:
         return None
     kept: dict[str, str] = {}
