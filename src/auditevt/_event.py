@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 from typing import Annotated, Any, Self
@@ -19,7 +20,7 @@ from pydantic.config import ExtraValues
 from pydantic_core import PydanticCustomError
 
 from auditevt._gojson import encode_value, html_escape
-from auditevt._gokeys import go_fields, may_hold_negative_zero, nesting
+from auditevt._gokeys import field_of, go_fields, may_hold_negative_zero, nesting
 from auditevt._jsonvalue import MAX_CHANGES_DEPTH, ZERO_SEEN, GoString, JsonValue, too_deep
 from auditevt._openenum import open_enum
 from auditevt._timestamp import Timestamp
@@ -137,13 +138,18 @@ class Event(BaseModel):
         """
         validator = cls.__pydantic_validator__
         if strict is None and extra is None and context is None and by_alias is by_name is None:
+            event: Self | None = None
             try:
                 # An unknown key may be a field spelled in another case: forbid it here, so
                 # that such text takes the slow path below, as does a null action_context.
-                event: Self = validator.validate_json(json_data, extra="forbid")
-            except ValidationError:
-                pass
-            else:
+                event = validator.validate_json(json_data, extra="forbid")
+            except ValidationError as exc:
+                if _only_foreign_keys(exc):
+                    # Keys that match no field even folded (a newer writer's): Go ignores
+                    # them, and so does a second pass, cheaper than the slow path.
+                    with contextlib.suppress(ValidationError):
+                        event = validator.validate_json(json_data)
+            if event is not None:
                 if not ZERO_SEEN.get():
                     return event
                 ZERO_SEEN.set(False)
@@ -223,6 +229,14 @@ class Event(BaseModel):
     def to_json_bytes(self) -> bytes:
         """``to_json()`` encoded as UTF-8, ready to send."""
         return self.to_json().encode()
+
+
+def _only_foreign_keys(exc: ValidationError) -> bool:
+    """True when every error is a key that no field matches, exactly or folded."""
+    return all(
+        error["type"] == "extra_forbidden" and field_of(str(error["loc"][0])) is None
+        for error in exc.errors(include_url=False, include_context=False, include_input=False)
+    )
 
 
 def _decode(data: bytes | bytearray) -> str | None:

@@ -21,6 +21,7 @@ import re
 __all__ = [
     "EVENT_FIELDS",
     "array_elements",
+    "field_of",
     "go_fields",
     "may_hold_negative_zero",
     "nesting",
@@ -80,6 +81,10 @@ def rewrite_negative_zero(text: str) -> str:
     return _NEGATIVE_ZERO.sub(lambda m: m.group(1) or "-0.0", text)
 
 
+_OPEN = re.compile(r"[ \t\n\r]*\{")
+_CLOSE = re.compile(r"[ \t\n\r]*\}")
+_KEY = re.compile(r'[ \t\n\r]*("(?:[^"\\]|\\.)*")[ \t\n\r]*:', re.DOTALL)
+_AFTER = re.compile(r"[ \t\n\r]*([,}])")
 _DECODER = json.JSONDecoder()
 _SPACE = re.compile(r"[ \t\n\r]*")
 
@@ -123,35 +128,33 @@ def _token_end(text: str, pos: int) -> int | None:
 
 def object_members(text: str) -> list[tuple[str, str]] | None:
     """(key, raw value) of each member of the top-level object in order, or None."""
-    match = _TOKEN.match(text, 0)
-    if match is None or match.group(2) != "{":
+    match = _OPEN.match(text)
+    if match is None:
         return None
     pos = match.end()
     members: list[tuple[str, str]] = []
-    while True:
-        match = _TOKEN.match(text, pos)
-        if match is None:
+    close = _CLOSE.match(text, pos)
+    if close is not None:
+        pos = close.end()
+    while close is None:
+        key_match = _KEY.match(text, pos)
+        if key_match is None:
             return None
-        if match.group(2) == "}" and not members:
-            pos = match.end()
-            break
-        raw_key = match.group(1)
-        colon = _TOKEN.match(text, match.end())
-        if raw_key is None or colon is None or colon.group(2) != ":":
-            return None
-        end = _value_end(text, colon.end())
+        start = key_match.end()
+        end = _value_end(text, start)
         if end is None:
             return None
+        raw_key = key_match.group(1)
         try:
-            key = json.loads(raw_key)
+            key = json.loads(raw_key) if "\\" in raw_key else raw_key[1:-1]
         except ValueError:
             return None
-        members.append((key, text[colon.end() : end].strip(" \t\n\r")))
-        after = _TOKEN.match(text, end)
-        if after is None or after.group(2) not in (",", "}"):
+        members.append((key, text[start:end].strip(" \t\n\r")))
+        after = _AFTER.match(text, end)
+        if after is None:
             return None
         pos = after.end()
-        if after.group(2) == "}":
+        if after.group(1) == "}":
             break
     if text[pos:].strip(" \t\n\r"):
         return None
@@ -185,7 +188,8 @@ def array_elements(text: str) -> list[str] | None:
     return elements
 
 
-def _field_of(key: str) -> str | None:
+def field_of(key: str) -> str | None:
+    """The field Go matches ``key`` to: exactly, else folded (``strings.EqualFold``)."""
     if key in EVENT_FIELDS:
         return key
     folded = key.translate(_FOLD)
@@ -217,7 +221,7 @@ def go_fields(text: str) -> dict[str, str] | None:
         return None
     kept: dict[str, str] = {}
     for key, raw in members:
-        name = _field_of(key)
+        name = field_of(key)
         if name is None:
             continue  # Go ignores unknown fields
         if raw == "null" and name not in _NULLABLE and name in kept:
@@ -225,6 +229,7 @@ def go_fields(text: str) -> dict[str, str] | None:
         kept[name] = raw
     if kept.get("action_context") == "null":
         kept["action_context"] = '""'  # Go's zero value, as a lone null leaves it
-    if "changes" in kept:
-        kept["changes"] = rewrite_negative_zero(kept["changes"])
+    changes = kept.get("changes")
+    if changes is not None and may_hold_negative_zero(changes):
+        kept["changes"] = rewrite_negative_zero(changes)
     return kept
