@@ -142,6 +142,11 @@ def key_corpus(rng: random.Random) -> list[tuple[str, str]]:
             cases.append(("missing-or-null", "{" + ",".join(others) + "}"))
             cases.append(("missing-or-null", "{" + ",".join([*others, member(name, "null")]) + "}"))
     cases.append(("missing-or-null", "{}"))
+    # Keys no field matches: ignored, alone or beside others (a newer writer's fields).
+    for unknown in ("severity", "user", "timestamps", "changes_v2", "\u212a", "organization"):
+        cases.append(("keys", event(member(unknown, '"x"'))))
+        cases.append(("keys", event(member(unknown, "-0"), member("changes", "[-0]"))))
+        cases.append(("keys", event(member(unknown, "1"), member("action_context", "null"))))
     cases.append(("keys", event(member("Changes", '{"a":1}'), member("CHANGES", '{"b":2}'))))
     cases.append(("keys", event(member("changes", '{"b":1,"a":2,"b":3}'))))
     return cases
