@@ -179,7 +179,8 @@ class AuditReader:
         ``since`` is inclusive and ``until`` exclusive, to the microsecond; both must be
         timezone-aware. ``limit`` is 1 to 1000. ``after`` is the previous page's
         ``next_cursor``. A bad value raises ``ValueError`` (or ``TypeError``) naming it; a
-        database failure raises ``ReaderError``.
+        database failure raises ``ReaderError``. A row whose event cannot be read is listed as
+        an :class:`UnreadableRecord`, and the pages go on past it.
         """
         org = _int64("organization_id", organization_id)
         conditions: list[ColumnElement[bool]] = [AUDIT_LOG.c.organization_id == org]
