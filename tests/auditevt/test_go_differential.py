@@ -123,7 +123,7 @@ def key_corpus(rng: random.Random) -> list[tuple[str, str]]:
             spelled = member(key, raw) if not variant.startswith("\\u") else f'"{variant}":{raw}'
             extra = [member("action_context", '"break_glass"')] if name == "break_glass_id" else []
             cases.append(("keys", event(*extra, spelled)))  # after the exact key
-            cases.append(("keys", event(spelled, *extra, base=BASE)))
+            cases.append(("keys", "{" + ",".join([spelled, BASE, *extra]) + "}"))  # before it
             alone = (
                 BASE.replace(f'"{name}":', spelled[: -len(raw)]) if name in BASE_MEMBERS else None
             )
