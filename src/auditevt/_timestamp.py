@@ -25,19 +25,23 @@ _NS_PER_SECOND = 1_000_000_000
 _SECONDS_PER_DAY = 86_400
 _MAX_OFFSET = 24 * 3600  # Go refuses to write an offset of 24 hours or more
 
-# Any RFC 3339 text Go's time.Time.UnmarshalJSON reads; ranges are checked in parse().
+# Any RFC 3339 text Go's time.Time.UnmarshalJSON reads; ranges are checked in parse(). Digits
+# are ASCII only, as in Go: [0-9], never \d, which matches any Unicode digit (U+0661, U+FF19)
+# in Python and in pydantic-core's regex engine alike.
 _RFC3339 = re.compile(
-    r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d+))?(?:(Z)|([+-])(\d\d):(\d\d))\Z"
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?"
+    r"(?:(Z)|([+-])([0-9]{2}):([0-9]{2}))\Z"
 )
 # The canonical text Go writes, for days up to 28 (every month has those): such text is taken
 # as is, in pydantic-core, without a call into Python. Anything else goes through parse().
 _CANONICAL = (
-    r"^\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|1\d|2[0-8])T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d"
-    r"(?:\.\d{0,8}[1-9])?(?:Z|[+-](?:(?:[01]\d|2[0-3]):(?:[0-5][1-9]|[1-5]0)"
-    r"|(?:0[1-9]|1\d|2[0-3]):00))$"
+    r"^[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])T(?:[01][0-9]|2[0-3]):[0-5][0-9]"
+    r":[0-5][0-9](?:\.[0-9]{0,8}[1-9])?(?:Z|[+-](?:(?:[01][0-9]|2[0-3]):(?:[0-5][1-9]|[1-5]0)"
+    r"|(?:0[1-9]|1[0-9]|2[0-3]):00))$"
 )
 _INVALID = (
-    "Input should be an RFC 3339 timestamp with a UTC offset that Go can read: a real date, a "
+    "Input should be an RFC 3339 timestamp with a UTC offset that Go can read: ASCII digits, "
+    "a real date, a "
     "time from 00:00:00 to 23:59:59, an optional fraction, then Z or +hh:mm/-hh:mm (offset "
     "below 24h), e.g. 2026-11-27T10:11:12.123456789Z"
 )
@@ -74,6 +78,8 @@ def _parse(text: str) -> tuple[int, int]:
     """(unix_ns, offset_seconds) of RFC 3339 text, read as Go's ``time.Time`` reads it."""
     match = _RFC3339.match(text)
     if match is None:
+        if not text.isascii() and any(c.isdigit() and not c.isascii() for c in text):
+            raise ValueError(f"{text!r} holds a digit that is not ASCII 0-9, which Go refuses")
         raise ValueError(
             f"{text!r} is not an RFC 3339 timestamp with a UTC offset, "
             "such as 2026-11-27T10:11:12.123456789Z or 2026-11-27T10:11:12+05:30"

@@ -33,7 +33,7 @@ from audit_middleware.request._client_ip import TrustedProxies
 from audit_middleware.request._context import record
 from audit_middleware.request._metrics import AuditStats
 from audit_middleware.request._middleware import AuditConfig, AuditMiddleware, AuditSink
-from audit_middleware.storage._reader import AuditReader
+from audit_middleware.storage._reader import AuditReader, AuditRecord, UnreadableRecord
 from audit_middleware.storage._store import AuditStore
 from auditevt import Event
 from telemetry_client import AsyncTelemetryClient
@@ -285,13 +285,18 @@ class DemoCoreApi:
             )
         except (TypeError, ValueError) as exc:
             return JSONResponse({"error": str(exc)}, 400)
-        items = ",".join(
-            f'{{"event_id":"{item.event_id}","event":{item.event.to_json()}}}'
-            for item in page.items
-        )
+        items = ",".join(_listed(item) for item in page.items)
         cursor = json.dumps(page.next_cursor)
         body = f'{{"items":[{items}],"next_cursor":{cursor}}}'
         return Response(body, media_type="application/json")
+
+
+def _listed(item: AuditRecord | UnreadableRecord) -> str:
+    if isinstance(item, UnreadableRecord):
+        # Listed, not hidden: the row stays in the append-only log for good.
+        unreadable = {"id": item.id, "error": item.error, "event_json": item.event_json}
+        return json.dumps({"event_id": str(item.event_id), "unreadable": unreadable})
+    return f'{{"event_id":"{item.event_id}","event":{item.event.to_json()}}}'
 
 
 async def _json_object(request: Request) -> dict[str, Any] | None:

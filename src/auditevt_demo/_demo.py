@@ -274,7 +274,11 @@ class _Demo:
                     page = await reader.list_events(
                         organization_id, since=since, limit=1000, after=after
                     )
-                    records.extend(r for r in page.items if r.event.user_agent == self.user_agent)
+                    records.extend(
+                        r
+                        for r in page.items
+                        if isinstance(r, AuditRecord) and r.event.user_agent == self.user_agent
+                    )
                     if page.next_cursor is None:
                         break
                     after = page.next_cursor

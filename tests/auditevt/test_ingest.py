@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from auditevt import (
+    MAX_CHANGES_DEPTH,
     MAX_INGEST_ERROR_LENGTH,
     MAX_INGEST_ITEMS,
     Action,
@@ -88,7 +89,9 @@ def test_ingest_envelope_json_accepts_a_generator() -> None:
     event = make_event()
     body = ingest_envelope_json((uid(i), event.to_json()) for i in range(3))
     assert [item["event_id"] for item in json.loads(body)["events"]] == [
-        str(uid(0)), str(uid(1)), str(uid(2))
+        str(uid(0)),
+        str(uid(1)),
+        str(uid(2)),
     ]
 
 
@@ -159,7 +162,10 @@ def test_ingest_request_rejects_a_bad_event_id() -> None:
 def test_ingest_request_ignores_unknown_envelope_keys() -> None:
     # A later minor version may add optional metadata; version 1 readers must still read it.
     body = (
-        '{"events":[{"event_id":"' + str(uid(1)) + '","event":' + make_event().to_json()
+        '{"events":[{"event_id":"'
+        + str(uid(1))
+        + '","event":'
+        + make_event().to_json()
         + ',"attempt":3}],"sent_at":"2026-11-27T10:11:12Z"}'
     )
     assert IngestRequest.model_validate_json(body).events[0].event_id == uid(1)
@@ -200,7 +206,9 @@ def test_ingest_response_reads_the_wire_format() -> None:
     )
     response = IngestResponse.model_validate_json(body)
     assert [r.status for r in response.results] == [
-        IngestStatus.ACCEPTED, IngestStatus.DUPLICATE, IngestStatus.REJECTED
+        IngestStatus.ACCEPTED,
+        IngestStatus.DUPLICATE,
+        IngestStatus.REJECTED,
     ]
     assert json.loads(response.model_dump_json(exclude_none=True)) == json.loads(body)
 
@@ -299,8 +307,10 @@ def test_parse_ingest_request_refuses_a_malformed_envelope(
 
 def test_parse_ingest_request_refuses_duplicate_ids_in_the_envelope() -> None:
     text = make_event().to_json()
-    body = f'{{"events":[{{"event_id":"{uid(3)}","event":{text}}},' \
+    body = (
+        f'{{"events":[{{"event_id":"{uid(3)}","event":{text}}},'
         f'{{"event_id":"{uid(3)}","event":{text}}}]}}'
+    )
     with pytest.raises(ValidationError, match=str(uid(3))):
         parse_ingest_request(body)
 
@@ -315,3 +325,27 @@ def test_parse_ingest_request_truncates_a_long_error() -> None:
     assert len(result.error) == MAX_INGEST_ERROR_LENGTH
     assert result.error.startswith("event.changes")
     assert result.error.endswith("...")
+
+
+def test_parse_ingest_request_reads_each_event_from_its_own_bytes() -> None:
+    # Duplicates, case-folded keys and -0 mean what they mean to Go only in the raw text.
+    good = make_event().to_json()
+    folded = good[:-1] + ',"ORGANIZATION_ID":8,"organization_id":9,"ORGANIZATION_ID":10}'
+    zero = good[:-1] + ',"changes":{"delta":-0,"s":"-0"}}'
+    body = ingest_envelope_json([(uid(1), folded), (uid(2), zero)])
+    spaced = body.replace('":', '" : ').replace(',"', ' ,\n "')
+    for text in (body, spaced, spaced.encode()):
+        first, second = parse_ingest_request(text)
+        assert isinstance(first, IngestItem) and isinstance(second, IngestItem)
+        assert first.event.organization_id == 10
+        assert second.event.to_json() == zero
+
+
+def test_parse_ingest_request_reads_what_python_writes_at_the_depth_limit() -> None:
+    deep: object = 1
+    for _ in range(MAX_CHANGES_DEPTH):
+        deep = [deep]
+    event = make_event(changes=deep)
+    request = IngestRequest(events=[IngestItem(event_id=uid(1), event=event)])
+    (item,) = parse_ingest_request(request.to_json())
+    assert isinstance(item, IngestItem) and item.event == event

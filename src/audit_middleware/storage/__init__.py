@@ -17,6 +17,7 @@ from audit_middleware.storage._reader import (
     AuditRecord,
     Cursor,
     Page,
+    UnreadableRecord,
 )
 from audit_middleware.storage._store import AuditStore, new_event_id
 
@@ -32,6 +33,7 @@ __all__ = [
     "OutboxItem",
     "OutboxStats",
     "Page",
+    "UnreadableRecord",
     "migrate",
     "migrate_command",
     "migrate_sync",

@@ -28,7 +28,7 @@ from audit_middleware.storage._store import create_engine
 from audit_middleware.storage._tables import AUDIT_LOG
 from auditevt import Action, Event, Timestamp
 
-__all__ = ["MAX_PAGE_SIZE", "AuditReader", "AuditRecord", "Cursor", "Page"]
+__all__ = ["MAX_PAGE_SIZE", "AuditReader", "AuditRecord", "Cursor", "Page", "UnreadableRecord"]
 
 MAX_PAGE_SIZE = 1000
 """The most rows one ``list_events`` call returns."""
@@ -94,11 +94,32 @@ class AuditRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class UnreadableRecord:
+    """An audit row whose ``event_json`` this version cannot read, listed instead of hidden.
+
+    The log is append-only, so one such row (an event written by a newer or a foreign writer,
+    or a damaged one) stays for good: it must neither stop the listing nor disappear from it.
+    """
+
+    id: int
+    """``audit_log.id``."""
+    event_id: UUID
+    """The idempotency key Telemetry deduplicates on."""
+    event_json: str
+    """The stored text, verbatim."""
+    error: str
+    """Why it could not be read: each validation error as ``field: message``."""
+    inserted_at: datetime
+    """When the database stored the row (UTC)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Page:
     """One page of a listing, newest first."""
 
-    items: list[AuditRecord]
-    """Up to ``limit`` records, newest ``timestamp`` first (then highest id)."""
+    items: list[AuditRecord | UnreadableRecord]
+    """Up to ``limit`` rows, newest ``timestamp`` first (then highest id); a row whose event
+    cannot be read is an :class:`UnreadableRecord` in its place."""
     next_cursor: str | None
     """Pass as ``after`` for the next, older page; ``None`` on the last page."""
 
@@ -158,7 +179,8 @@ class AuditReader:
         ``since`` is inclusive and ``until`` exclusive, to the microsecond; both must be
         timezone-aware. ``limit`` is 1 to 1000. ``after`` is the previous page's
         ``next_cursor``. A bad value raises ``ValueError`` (or ``TypeError``) naming it; a
-        database failure raises ``ReaderError``.
+        database failure raises ``ReaderError``. A row whose event cannot be read is listed as
+        an :class:`UnreadableRecord`, and the pages go on past it.
         """
         org = _int64("organization_id", organization_id)
         conditions: list[ColumnElement[bool]] = [AUDIT_LOG.c.organization_id == org]
@@ -270,13 +292,24 @@ def _unix_micros(value: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def _record(row: Any) -> AuditRecord:
+def _record(row: Any) -> AuditRecord | UnreadableRecord:
     try:
         event = Event.model_validate_json(row.event_json)
     except pydantic.ValidationError as exc:
-        raise ReaderError(
-            f"audit row id={row.id} event_id={row.event_id} holds unreadable event_json: {exc}"
-        ) from exc
+        # Paging is by the row's columns, not its JSON, so the listing goes on past it.
+        error = "; ".join(
+            ".".join(str(part) for part in detail["loc"]) + f": {detail['msg']}"
+            if detail["loc"]
+            else detail["msg"]
+            for detail in exc.errors(include_url=False)
+        )
+        return UnreadableRecord(
+            id=row.id,
+            event_id=row.event_id,
+            event_json=row.event_json,
+            error=error,
+            inserted_at=_utc(row.inserted_at),
+        )
     return AuditRecord(
         id=row.id, event_id=row.event_id, event=event, inserted_at=_utc(row.inserted_at)
     )

@@ -220,7 +220,7 @@ class AuditStore:
                 "status_code": Int8(event.status_code),
                 "timestamp": event.timestamp.to_datetime(),
                 "changes": changes,
-                "action_context": None if context is None else context.value,
+                "action_context": None if context is None else str(context),
                 "break_glass_id": _int8_or_none(event.break_glass_id),
                 "impersonation_id": _int8_or_none(event.impersonation_id),
                 "event_json": event.to_json(),
@@ -239,7 +239,7 @@ class AuditStore:
             # SQLite stores datetimes as text without an offset: store UTC so they sort.
             "timestamp": event.timestamp.to_datetime().astimezone(UTC),
             "changes": changes,
-            "action_context": None if context is None else context.value,
+            "action_context": None if context is None else str(context),
             "break_glass_id": event.break_glass_id,
             "impersonation_id": event.impersonation_id,
             "event_json": event.to_json(),

@@ -6,6 +6,7 @@ import socket
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import event as sa_event
 
@@ -17,6 +18,7 @@ from audit_middleware import (
     Cursor,
     Page,
     ReaderError,
+    UnreadableRecord,
     migrate,
 )
 from auditevt import Action, ActionContext, Event, Timestamp
@@ -261,3 +263,42 @@ async def test_reader_postgresql_scopes_one_read_only_transaction_per_call(pg_ur
         )
         assert setting.scalar_one() in (None, "")
     await reader.aclose()
+
+
+@pytest.mark.anyio
+async def test_reader_pages_past_unreadable_rows_postgresql(pg_url: str) -> None:
+    await migrate(pg_url)
+    app_url = f"{pg_url}?options=-crole%3Dauditevt_app"
+    events = [make_event(n) for n in range(9)]
+    await write(app_url, events)
+    # Rows no Event reads, inserted as the table owner (the log is append-only: insert only).
+    # Each sits between readable rows in time, so paging has to step over it.
+    deep = '{"action":"CREATE","changes":' + "[" * 300 + "]" * 300 + "}"
+    bad = {
+        "00000000-0000-0000-0000-00000000000a": "not json at all",
+        "00000000-0000-0000-0000-00000000000b": deep,
+        "00000000-0000-0000-0000-00000000000c": events[0]
+        .to_json()
+        .replace('"user_id":100', '"user_id":"x"'),
+    }
+    dsn = pg_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        for minute, (event_id, text) in zip((1.5, 4.5, 7.5), bad.items(), strict=True):
+            await conn.execute(
+                "INSERT INTO audit_log (event_id, action, entity_type, entity_id, user_id,"
+                " organization_id, ip_address, user_agent, request_path, status_code, timestamp,"
+                " event_json) VALUES (%s, 'CREATE', 't', 1, 1, 1, '', '', '/', 200, %s, %s)",
+                [event_id, BASE + timedelta(minutes=minute), text],
+            )
+    async with AuditReader(app_url) as reader:
+        pages = await all_pages(reader, 1, limit=2)
+    items = [item for page in pages for item in page.items]
+    assert len(items) == 12 and len(pages) == 6
+    readable = [item for item in items if isinstance(item, AuditRecord)]
+    assert [item.event for item in readable] == events[::-1]
+    unreadable = [item for item in items if isinstance(item, UnreadableRecord)]
+    assert [(str(item.event_id), item.event_json) for item in unreadable] == list(bad.items())[::-1]
+    assert "user_id: Input should be a valid integer" in unreadable[0].error
+    assert "changes: " in unreadable[1].error and "nest deeper than 64" in unreadable[1].error
+    assert "Invalid JSON" in unreadable[2].error
+    assert all(item.id > 0 and item.inserted_at.tzinfo is not None for item in unreadable)
