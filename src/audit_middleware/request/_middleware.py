@@ -176,9 +176,7 @@ class AuditConfig:
             if not isinstance(value, str) or not value:
                 raise ValueError(f"{name}={value!r} must be a non-empty string")
         if not isinstance(self.trusted_proxies, TrustedProxies):
-            raise TypeError(
-                f"trusted_proxies={self.trusted_proxies!r} must be a TrustedProxies"
-            )
+            raise TypeError(f"trusted_proxies={self.trusted_proxies!r} must be a TrustedProxies")
         if not callable(self.redaction):
             raise TypeError(f"redaction={self.redaction!r} must be callable")
         if type(self.max_user_agent_length) is not int or self.max_user_agent_length < 0:

@@ -18,6 +18,7 @@ from audit_middleware.storage._reader import (
     Cursor,
     Page,
 )
+from audit_middleware.storage._roles import DatabaseRoles, database_roles
 from audit_middleware.storage._store import AuditStore, new_event_id
 
 __all__ = [
@@ -26,12 +27,14 @@ __all__ = [
     "AuditRecord",
     "AuditStore",
     "Cursor",
+    "DatabaseRoles",
     "DeadLetter",
     "Outbox",
     "OutboxBackoff",
     "OutboxItem",
     "OutboxStats",
     "Page",
+    "database_roles",
     "migrate",
     "migrate_command",
     "migrate_sync",

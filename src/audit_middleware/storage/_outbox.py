@@ -45,7 +45,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from audit_middleware._exceptions import OutboxError, map_database_error
-from audit_middleware.storage._tables import AUDIT_OUTBOX
+from audit_middleware.storage._tables import AUDIT_OUTBOX, qualified
 from auditevt._ingest import MAX_INGEST_ITEMS
 
 __all__ = [
@@ -221,7 +221,7 @@ _PG_CLAIM = sa.text(
     """
     WITH due AS (
         SELECT id, octet_length(payload) + :overhead AS size
-        FROM audit_outbox
+        FROM public.audit_outbox
         WHERE dead_lettered_at IS NULL
           AND next_attempt_at <= now()
           AND (lease_expires_at IS NULL OR lease_expires_at < now())
@@ -238,7 +238,7 @@ _PG_CLAIM = sa.text(
         ) AS windowed
         WHERE running <= :max_bytes OR position = 1
     )
-    UPDATE audit_outbox AS o
+    UPDATE public.audit_outbox AS o
     SET lease_owner = :owner,
         lease_expires_at = now() + make_interval(secs => CAST(:lease_seconds AS double precision))
     FROM fitting
@@ -250,7 +250,7 @@ _PG_CLAIM = sa.text(
 # One UPDATE: SQLite takes its write lock when the statement starts, before the subquery reads.
 _SQLITE_CLAIM = sa.text(
     """
-    UPDATE audit_outbox
+    UPDATE main.audit_outbox
     SET lease_owner = :owner,
         lease_expires_at = strftime(:time_format, 'now', printf(:seconds_format, :lease_seconds))
     WHERE id IN (
@@ -259,7 +259,7 @@ _SQLITE_CLAIM = sa.text(
                    sum(length(CAST(payload AS BLOB)) + :overhead) OVER (ORDER BY id) AS running,
                    row_number() OVER (ORDER BY id) AS position
             FROM (
-                SELECT id, payload FROM audit_outbox
+                SELECT id, payload FROM main.audit_outbox
                 WHERE dead_lettered_at IS NULL
                   AND next_attempt_at <= strftime(:time_format, 'now')
                   AND (lease_expires_at IS NULL
@@ -291,12 +291,14 @@ class Outbox:
         if backoff is not None and not isinstance(backoff, OutboxBackoff):
             raise TypeError(f"backoff must be an OutboxBackoff, got {type(backoff).__name__}")
         self._engine = engine
+        # Core statements name the schema (see _tables.py); the SQL written out here does too.
+        self._qualified = qualified(engine)
         # Each operation is a single statement, atomic on its own (dead_letter_many aside): on
         # PostgreSQL, autocommit spares the BEGIN and COMMIT round trips.
         self._autocommit = (
-            engine.execution_options(isolation_level="AUTOCOMMIT")
+            self._qualified.execution_options(isolation_level="AUTOCOMMIT")
             if name == "postgresql"
-            else engine
+            else None
         )
         self._backoff = backoff if backoff is not None else OutboxBackoff()
         self._sql = _Dialect(name)
@@ -556,11 +558,11 @@ class Outbox:
     ) -> AsyncIterator[AsyncConnection]:
         # The one place database errors become ours.
         try:
-            if single and self._autocommit is not self._engine:
+            if single and self._autocommit is not None:
                 async with self._autocommit.connect() as conn:
                     yield conn
             else:
-                async with self._engine.begin() as conn:
+                async with self._qualified.begin() as conn:
                     yield conn
         except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
             raise map_database_error(exc, OutboxError, action) from exc

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from audit_middleware._exceptions import ReaderError, map_database_error
 from audit_middleware.storage._store import create_engine
-from audit_middleware.storage._tables import AUDIT_LOG
+from audit_middleware.storage._tables import AUDIT_LOG, qualified
 from auditevt import Action, Event, Timestamp
 
 __all__ = ["MAX_PAGE_SIZE", "AuditReader", "AuditRecord", "Cursor", "Page"]
@@ -128,11 +128,14 @@ class AuditReader:
         self._postgresql = engine.dialect.name == "postgresql"
         if not self._postgresql and engine.dialect.name != "sqlite":
             raise ValueError(f"unsupported database {engine.dialect.name!r}")
-        # A real transaction (so set_config(..., true) lasts for the query), read-only.
+        # A real transaction (so set_config(..., true) lasts for the query), read-only; every
+        # table name schema-qualified (see _tables.py).
         self._read_engine = (
-            engine.execution_options(isolation_level="READ COMMITTED", postgresql_readonly=True)
+            qualified(engine).execution_options(
+                isolation_level="READ COMMITTED", postgresql_readonly=True
+            )
             if self._postgresql
-            else engine
+            else qualified(engine)
         )
 
     @property

@@ -20,6 +20,7 @@ from audit_middleware import (
     migrate,
 )
 from auditevt import Action, ActionContext, Event, Timestamp
+from conftest import as_app_role
 
 BASE = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -53,7 +54,7 @@ async def url(request: pytest.FixtureRequest) -> str:
     if request.param == "postgresql":
         pg_url: str = request.getfixturevalue("pg_url")
         await migrate(pg_url)
-        return f"{pg_url}?options=-crole%3Dauditevt_app"
+        return as_app_role(pg_url)
     sqlite_url: str = request.getfixturevalue("sqlite_url")
     await migrate(sqlite_url)
     return sqlite_url
@@ -231,7 +232,7 @@ async def test_reader_shares_an_engine_without_closing_it(sqlite_url: str) -> No
 @pytest.mark.anyio
 async def test_reader_postgresql_scopes_one_read_only_transaction_per_call(pg_url: str) -> None:
     await migrate(pg_url)
-    url = f"{pg_url}?options=-crole%3Dauditevt_app"
+    url = as_app_role(pg_url)
     await write(url, [make_event(n, organization_id=5) for n in range(3)])
     reader = AuditReader(url, pool_size=1, max_overflow=0)
     seen: list[tuple[str, Any, bool]] = []
