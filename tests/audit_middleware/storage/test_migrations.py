@@ -87,6 +87,9 @@ def test_migrate_command_is_idempotent(database: str, request: pytest.FixtureReq
     second = migrate_command(url)
     assert f"migrated from empty to revision {head_revision()} (head)" in first
     assert f"already at revision {head_revision()} (head), nothing to do" in second
+    if database == "pg_url":
+        roles = database_roles(database_name(url))
+        assert first.endswith(f"; roles {roles.app} (application), {roles.relay} (relay)")
     assert "\n" not in first + second
     assert schema_diff(url) == []
 
