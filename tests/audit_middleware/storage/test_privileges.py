@@ -187,12 +187,13 @@ def test_privileges_relay_role_leases_reschedules_and_deletes(pg_url: str) -> No
                          " payload) VALUES (gen_random_uuid(), 1, 1, '{}')")  # fmt: skip
 
 
+@pytest.mark.parametrize("as_app", [True, False], ids=["app role", "superuser"])
 @pytest.mark.anyio
 async def test_privileges_temp_table_on_a_pooled_connection_swallows_no_write(
-    pg_url: str,
+    pg_url: str, as_app: bool
 ) -> None:
     migrate_sync(pg_url)
-    url = as_app_role(pg_url)
+    url = as_app_role(pg_url) if as_app else pg_url
     async with AuditStore.from_url(url, pool_size=1, max_overflow=0) as store:
         # Plant look-alike tables on the one pooled connection, as a compromised or careless
         # piece of the application could; bare names would now resolve to them (pg_temp first).
@@ -402,3 +403,33 @@ async def test_privileges_reader_and_outbox_ignore_temp_look_alikes(pg_url: str)
         assert all(r.event.request_path != "/planted" for r in page.items)
         claimed = await Outbox(store.engine).claim(10, 1 << 20, 30, "relay-1")
         assert len(claimed) == 2 and all('"forged"' not in item.payload for item in claimed)
+
+
+def test_privileges_migrating_role_that_does_not_own_the_database(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A DBA-made role with CREATEROLE and CREATE on public, but not the database's owner: the
+    # roles and grants are made, CONNECT stays as it was, and the log says what to run.
+    migrator = f"auditevt_migrator_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {migrator} LOGIN CREATEROLE")
+    try:
+        with connect(pg_url) as conn:
+            conn.execute(f"GRANT CREATE ON SCHEMA public TO {migrator}")
+        with caplog.at_level("WARNING", logger="audit_middleware"):
+            migrate_sync(pg_url.replace("postgres@", f"{migrator}@", 1))
+        assert f"CONNECT on database {database_name(pg_url)} is unchanged" in caplog.text
+        assert "REVOKE CONNECT ON DATABASE" in caplog.text
+        with connect(pg_url) as conn:
+            public_connect = conn.execute(
+                "SELECT has_database_privilege('public', current_database(), 'CONNECT')"
+            ).fetchone()
+            assert public_connect == (True,)
+        with connect(pg_url, app_role(pg_url)) as conn:
+            assert conn.execute("SELECT count(*) FROM public.audit_log").fetchone() == (0,)
+    finally:
+        with psycopg.connect(libpq(pg_url), autocommit=True) as conn:
+            conn.execute(f"REASSIGN OWNED BY {migrator} TO postgres")
+            conn.execute(f"DROP OWNED BY {migrator}")
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
+            admin.execute(f"DROP ROLE {migrator}")
