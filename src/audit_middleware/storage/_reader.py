@@ -10,8 +10,8 @@ no row-level security: there the SQL filter is the only guard.
 Pages are keyed on (``timestamp``, ``event_id``) within the organization, served by the index
 ``ix_audit_log_org_ts_event``: a cursor holds only what the page it ends already showed, never
 the global ``audit_log.id``, whose gaps would tell an admin how much every other organization
-wrote meanwhile. Filters are checked before any query: a bad one is a ``ValueError`` naming the
-parameter, never a database error.
+wrote meanwhile. Filters are checked before any query: a bad one is a ``ConfigurationError`` (a
+``ValueError`` and a ``TypeError`` too) naming the parameter, never a database error.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from sqlalchemy import ColumnElement, literal, select, text, tuple_
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from audit_middleware._exceptions import ReaderError, map_database_error
+from audit_middleware._exceptions import ConfigurationError, ReaderError, map_database_error
 from audit_middleware.storage._store import create_engine
 from audit_middleware.storage._tables import AUDIT_LOG, qualified
 from auditevt import Action, Event, Timestamp
@@ -47,10 +47,6 @@ _MAX_CURSOR_LENGTH = 96  # a version-2 cursor is about 70 characters
 _SET_ORGANIZATION = text("SELECT set_config('auditevt.organization_id', :org, true)")
 
 
-class _InvalidFilter(ValueError, TypeError):
-    """A filter of the wrong type: a ``ValueError`` like every bad filter, and a ``TypeError``."""
-
-
 @dataclass(frozen=True, slots=True)
 class Cursor:
     """A position in a listing: the last row seen, by (``timestamp``, ``event_id``).
@@ -66,9 +62,11 @@ class Cursor:
 
     def __post_init__(self) -> None:
         if not isinstance(self.timestamp, datetime) or self.timestamp.tzinfo is None:
-            raise ValueError(f"Cursor timestamp={self.timestamp!r} must be an aware datetime")
+            raise ConfigurationError(
+                f"Cursor timestamp={self.timestamp!r} must be an aware datetime"
+            )
         if not isinstance(self.event_id, UUID):
-            raise _InvalidFilter(f"Cursor event_id={self.event_id!r} must be a uuid.UUID")
+            raise ConfigurationError(f"Cursor event_id={self.event_id!r} must be a uuid.UUID")
 
     def encode(self) -> str:
         """The cursor as opaque URL-safe text."""
@@ -78,11 +76,13 @@ class Cursor:
 
     @classmethod
     def decode(cls, value: str) -> Cursor:
-        """Read a cursor written by :meth:`encode`; ``ValueError`` names a malformed one."""
+        """Read a cursor written by :meth:`encode`; ``ConfigurationError`` names a bad one."""
         if not isinstance(value, str):
-            raise _InvalidFilter(f"after={value!r} must be a cursor string")
+            raise ConfigurationError(f"after={value!r} must be a cursor string")
         if len(value) > _MAX_CURSOR_LENGTH:
-            raise ValueError(f"after={_shown(value)} ({len(value)} characters) is not a cursor")
+            raise ConfigurationError(
+                f"after={_shown(value)} ({len(value)} characters) is not a cursor"
+            )
         try:
             raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode("ascii")
             version, micros, event_id = raw.split(":")
@@ -92,7 +92,7 @@ class Cursor:
             moment = datetime.fromtimestamp(seconds, UTC).replace(microsecond=micro)
             return cls(timestamp=moment, event_id=UUID(hex=event_id))
         except (ValueError, UnicodeDecodeError, binascii.Error, OverflowError, OSError) as exc:
-            raise ValueError(f"after={value!r} is not a cursor this reader wrote") from exc
+            raise ConfigurationError(f"after={value!r} is not a cursor this reader wrote") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +143,7 @@ class AuditReader:
         self._engine = engine
         self._postgresql = engine.dialect.name == "postgresql"
         if not self._postgresql and engine.dialect.name != "sqlite":
-            raise ValueError(f"unsupported database {engine.dialect.name!r}")
+            raise ConfigurationError(f"unsupported database {engine.dialect.name!r}")
         # A real transaction (so set_config(..., true) lasts for the query), read-only; every
         # table name schema-qualified (see _tables.py).
         self._read_engine = (
@@ -177,8 +177,8 @@ class AuditReader:
         ``since`` is inclusive and ``until`` exclusive, to the microsecond; both must be
         timezone-aware. ``limit`` is 1 to 1000. ``after`` is the previous page's
         ``next_cursor``. A bad value (wrong type, out of range, over-long, holding U+0000)
-        raises ``ValueError`` naming the parameter and the value (for a wrong type, one that is
-        also a ``TypeError``), before anything is queried; a database failure raises
+        raises ``ConfigurationError`` (also a ``ValueError`` and a ``TypeError``) naming the
+        parameter and the value, before anything is queried; a database failure raises
         ``ReaderError``.
         """
         org = _int64("organization_id", organization_id)
@@ -194,19 +194,17 @@ class AuditReader:
         start = None if since is None else _moment("since", since)
         end = None if until is None else _moment("until", until)
         if start is not None and end is not None and start > end:
-            raise ValueError(f"since={since!r} is after until={until!r}")
+            raise ConfigurationError(f"since={since!r} is after until={until!r}")
         if start is not None:
             conditions.append(AUDIT_LOG.c.timestamp >= self._when(start))
         if end is not None:
             conditions.append(AUDIT_LOG.c.timestamp < self._when(end))
-        if type(limit) is not int:
-            raise _InvalidFilter(f"limit={limit!r} must be an int from 1 to {MAX_PAGE_SIZE}")
-        if not 1 <= limit <= MAX_PAGE_SIZE:
-            raise ValueError(f"limit={limit!r} must be an int from 1 to {MAX_PAGE_SIZE}")
+        if type(limit) is not int or not 1 <= limit <= MAX_PAGE_SIZE:
+            raise ConfigurationError(f"limit={limit!r} must be an int from 1 to {MAX_PAGE_SIZE}")
         if after is not None:
             cursor = Cursor.decode(after) if isinstance(after, str) else after
             if not isinstance(cursor, Cursor):
-                raise _InvalidFilter(f"after={after!r} must be a Cursor, str or None")
+                raise ConfigurationError(f"after={after!r} must be a Cursor, str or None")
             conditions.append(
                 tuple_(AUDIT_LOG.c.timestamp, AUDIT_LOG.c.event_id)
                 < tuple_(
@@ -258,35 +256,35 @@ class AuditReader:
 
 def _int64(name: str, value: object) -> int:
     if type(value) is not int:
-        raise _InvalidFilter(f"{name}={value!r} must be an int")
+        raise ConfigurationError(f"{name}={value!r} must be an int")
     if not _INT64_MIN <= value <= _INT64_MAX:
-        raise ValueError(f"{name}={value!r} is outside int64")
+        raise ConfigurationError(f"{name}={value!r} is outside int64")
     return value
 
 
 def _text(name: str, value: object) -> str:
     if not isinstance(value, str):
-        raise _InvalidFilter(f"{name}={value!r} must be a str")
+        raise ConfigurationError(f"{name}={value!r} must be a str")
     if not value:
-        raise ValueError(f"{name}={value!r} must be a non-empty str")
+        raise ConfigurationError(f"{name}={value!r} must be a non-empty str")
     if len(value) > _MAX_FILTER_LENGTH:
-        raise ValueError(
+        raise ConfigurationError(
             f"{name}={_shown(value)} is {len(value)} characters, more than {_MAX_FILTER_LENGTH}"
         )
     if "\x00" in value:
         # PostgreSQL text cannot hold U+0000: the query would fail as if the database had.
-        raise ValueError(f"{name}={value!r} must not contain U+0000")
+        raise ConfigurationError(f"{name}={value!r} must not contain U+0000")
     return value
 
 
 def _action(value: Action | str) -> Action:
     if not isinstance(value, Action | str):
-        raise _InvalidFilter(f"action={value!r} must be an Action or str")
+        raise ConfigurationError(f"action={value!r} must be an Action or str")
     try:
         return Action(value)
     except ValueError:
         choices = ", ".join(a.value for a in Action)
-        raise ValueError(f"action={_shown(value)} must be one of {choices}") from None
+        raise ConfigurationError(f"action={_shown(value)} must be one of {choices}") from None
 
 
 def _moment(name: str, value: object) -> datetime:
@@ -294,13 +292,15 @@ def _moment(name: str, value: object) -> datetime:
         return value.to_datetime()
     if isinstance(value, datetime):
         if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError(f"{name}={value!r} must be timezone-aware")
+            raise ConfigurationError(f"{name}={value!r} must be timezone-aware")
         try:
             value.astimezone(UTC)
         except OverflowError:
-            raise ValueError(f"{name}={value!r} is outside the years 1 to 9999 in UTC") from None
+            raise ConfigurationError(
+                f"{name}={value!r} is outside the years 1 to 9999 in UTC"
+            ) from None
         return value
-    raise _InvalidFilter(f"{name}={value!r} must be a datetime or Timestamp")
+    raise ConfigurationError(f"{name}={value!r} must be a datetime or Timestamp")
 
 
 def _shown(value: str) -> str:

@@ -17,6 +17,7 @@ from audit_middleware import (
     AuditReader,
     AuditRecord,
     AuditStore,
+    ConfigurationError,
     Cursor,
     Page,
     ReaderError,
@@ -198,7 +199,7 @@ async def test_reader_rejects_bad_filter_values(
     with pytest.raises(error) as caught:
         await reader.list_events(**arguments)
     assert named in str(caught.value)
-    assert isinstance(caught.value, ValueError)  # what an endpoint maps to 400, every time
+    assert isinstance(caught.value, ConfigurationError)  # a ValueError: the endpoint's 400
 
 
 def test_reader_cursor_round_trips() -> None:
@@ -301,6 +302,7 @@ async def test_reader_wrongly_typed_filters_raise_value_error_naming_them(
     async with AuditReader(url) as reader:
         with pytest.raises(ValueError, match=f"^{name}=") as caught:
             await reader.list_events(**arguments)
+    assert isinstance(caught.value, ConfigurationError)  # an AuditError
     assert isinstance(caught.value, TypeError)  # as before, for callers that catch TypeError
     assert not isinstance(caught.value, ReaderError)
 
@@ -335,6 +337,7 @@ async def test_reader_nul_and_overlong_filters_raise_value_error_naming_them(
             await reader.list_events(**arguments)
         assert why in str(caught.value)
         assert len(str(caught.value)) < 300  # the value is named by its start, not repeated
+        assert isinstance(caught.value, ConfigurationError)
         assert not isinstance(caught.value, ReaderError)
         assert len((await reader.list_events(1)).items) == 1  # and the reader still works
 
