@@ -124,8 +124,8 @@ class AuditReader:
 
     ``AuditReader(engine)`` shares an engine (``AuditStore.engine`` for instance) and leaves it
     open on :meth:`aclose`; ``AuditReader(url)`` creates one and disposes of it. Connect as the
-    application role (a member of ``auditevt_app``), never as a role that bypasses row-level
-    security, or the database stops enforcing the organization boundary.
+    application role (a member of ``database_roles(name).app``), never as a role that bypasses
+    row-level security, or the database stops enforcing the organization boundary.
     """
 
     def __init__(self, engine_or_url: AsyncEngine | str | URL, **engine_kwargs: Any) -> None:
