@@ -77,7 +77,7 @@ def go_roundtrip(binary: Path, lines: list[str]) -> list[str]:
 
 def random_events(count: int, seed: int) -> list[Event]:
     rng = random.Random(seed)
-    alphabet = 'abc<>&"\\\n\t\x00\x1f\x7f\u2028\u2029é日🚀 /?=%'
+    alphabet = "abc<>&\"\\\n\t\x00\x1f\x7f\u2028\u2029é日🚀 /?=%"
 
     def text(limit: int = 12) -> str:
         return "".join(rng.choice(alphabet) for _ in range(rng.randrange(limit)))
@@ -187,7 +187,9 @@ def test_go_reads_everything_python_writes(gocheck: Path) -> None:
     ],
 )
 def test_go_also_rejects_what_python_rejects(gocheck: Path, change: dict[str, Any]) -> None:
-    base = json.loads((HERE / "data" / "go-golden.jsonl").read_text().splitlines()[0])["json"]
+    base = json.loads(
+        (HERE / "data" / "go-golden.jsonl").read_text().splitlines()[0]
+    )["json"]
     text = json.dumps({**json.loads(base), **change})
     with pytest.raises(ValueError):
         Event.model_validate_json(text)

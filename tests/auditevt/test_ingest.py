@@ -88,9 +88,7 @@ def test_ingest_envelope_json_accepts_a_generator() -> None:
     event = make_event()
     body = ingest_envelope_json((uid(i), event.to_json()) for i in range(3))
     assert [item["event_id"] for item in json.loads(body)["events"]] == [
-        str(uid(0)),
-        str(uid(1)),
-        str(uid(2)),
+        str(uid(0)), str(uid(1)), str(uid(2))
     ]
 
 
@@ -161,10 +159,7 @@ def test_ingest_request_rejects_a_bad_event_id() -> None:
 def test_ingest_request_ignores_unknown_envelope_keys() -> None:
     # A later minor version may add optional metadata; version 1 readers must still read it.
     body = (
-        '{"events":[{"event_id":"'
-        + str(uid(1))
-        + '","event":'
-        + make_event().to_json()
+        '{"events":[{"event_id":"' + str(uid(1)) + '","event":' + make_event().to_json()
         + ',"attempt":3}],"sent_at":"2026-11-27T10:11:12Z"}'
     )
     assert IngestRequest.model_validate_json(body).events[0].event_id == uid(1)
@@ -205,9 +200,7 @@ def test_ingest_response_reads_the_wire_format() -> None:
     )
     response = IngestResponse.model_validate_json(body)
     assert [r.status for r in response.results] == [
-        IngestStatus.ACCEPTED,
-        IngestStatus.DUPLICATE,
-        IngestStatus.REJECTED,
+        IngestStatus.ACCEPTED, IngestStatus.DUPLICATE, IngestStatus.REJECTED
     ]
     assert json.loads(response.model_dump_json(exclude_none=True)) == json.loads(body)
 
@@ -306,10 +299,8 @@ def test_parse_ingest_request_refuses_a_malformed_envelope(
 
 def test_parse_ingest_request_refuses_duplicate_ids_in_the_envelope() -> None:
     text = make_event().to_json()
-    body = (
-        f'{{"events":[{{"event_id":"{uid(3)}","event":{text}}},'
+    body = f'{{"events":[{{"event_id":"{uid(3)}","event":{text}}},' \
         f'{{"event_id":"{uid(3)}","event":{text}}}]}}'
-    )
     with pytest.raises(ValidationError, match=str(uid(3))):
         parse_ingest_request(body)
 

@@ -794,7 +794,9 @@ async def test_middleware_counts_in_prometheus(store: AuditStore) -> None:
     from prometheus_client import REGISTRY
 
     def written() -> float:
-        value = REGISTRY.get_sample_value("audit_middleware_requests_total", {"outcome": "written"})
+        value = REGISTRY.get_sample_value(
+            "audit_middleware_requests_total", {"outcome": "written"}
+        )
         return value or 0.0
 
     before = written()
