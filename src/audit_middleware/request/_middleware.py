@@ -176,7 +176,9 @@ class AuditConfig:
             if not isinstance(value, str) or not value:
                 raise ValueError(f"{name}={value!r} must be a non-empty string")
         if not isinstance(self.trusted_proxies, TrustedProxies):
-            raise TypeError(f"trusted_proxies={self.trusted_proxies!r} must be a TrustedProxies")
+            raise TypeError(
+                f"trusted_proxies={self.trusted_proxies!r} must be a TrustedProxies"
+            )
         if not callable(self.redaction):
             raise TypeError(f"redaction={self.redaction!r} must be callable")
         if type(self.max_user_agent_length) is not int or self.max_user_agent_length < 0:
@@ -261,6 +263,7 @@ class AuditMiddleware:
         self.stats = stats if stats is not None else AuditStats()
         # Log throttles (not request state: shared by every request, like the counters).
         self._anonymous_log = RateLimitedLog(logger, interval=60.0)
+        self._rewritten_peer_log = RateLimitedLog(logger, interval=60.0)
         self._last_traceback = -math.inf
         self._tracked = not self.config.prometheus  # reported to Prometheus on first request
 
@@ -502,7 +505,7 @@ class AuditMiddleware:
         peer = scope.get("client")
         ip_address = resolve_client_ip(peer, forwarded_for, config.trusted_proxies)
         if not ip_address and forwarded_for and server_rewrote_peer(peer, forwarded_for):
-            self._anonymous_log.log(
+            self._rewritten_peer_log.log(
                 logging.WARNING,
                 "server rewrote the peer",
                 "the server replaced the client address with an X-Forwarded-For entry, which "

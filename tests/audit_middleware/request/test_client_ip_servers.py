@@ -153,3 +153,29 @@ def test_client_ip_serve_asgi_helper_gives_the_middleware_the_real_peer(
     with serve_asgi(create_app(), lifespan="on") as base:
         _send_forged(base)
     assert _ips(database) == {entity_id: "127.0.0.1" for entity_id in [*FORGED, 99]}
+
+
+@pytest.mark.anyio
+async def test_client_ip_rewritten_peer_is_recorded_unknown_and_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # What a rewriting server hands over (peer from X-Forwarded-For, port 0), in process.
+    from apps.audited_app import build_starlette
+    from test_middleware import ListSink
+
+    sink = ListSink()
+    app = build_starlette(sink)
+    transport = httpx.ASGITransport(app=app, client=(SPOOFED, 0))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        with caplog.at_level("WARNING", logger="audit_middleware"):
+            for entity_id in (1, 2, 3):
+                response = await http.post(
+                    "/patients",
+                    json={"id": entity_id},
+                    headers={"x-test-org": "1", "x-forwarded-for": SPOOFED},
+                )
+                assert response.status_code == 201
+    assert [event.ip_address for event in sink.events] == ["", "", ""]
+    warnings = [r for r in caplog.records if "replaced the client address" in r.getMessage()]
+    assert len(warnings) == 1  # once a minute, not once a request
+    assert "proxy_headers=False" in warnings[0].getMessage()
