@@ -433,3 +433,24 @@ def test_privileges_migrating_role_that_does_not_own_the_database(
             conn.execute(f"DROP OWNED BY {migrator}")
         with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
             admin.execute(f"DROP ROLE {migrator}")
+
+
+def test_privileges_upgrade_keeps_an_index_built_beforehand(pg_url: str) -> None:
+    # A DBA builds the new index CONCURRENTLY on a large 0001 table; 0002 then keeps it.
+    engine = _engine(sync_url(pg_url))
+    try:
+        with engine.begin() as connection:
+            command.upgrade(_alembic_config(connection), "0001")
+    finally:
+        engine.dispose()
+    with connect(pg_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE INDEX CONCURRENTLY ix_audit_log_org_ts_event"
+            ' ON public.audit_log (organization_id, "timestamp", event_id)'
+        )
+    migrate_sync(pg_url)
+    with connect(pg_url) as conn:
+        indexes = conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'audit_log' ORDER BY 1"
+        ).fetchall()
+    assert [name for (name,) in indexes if name.startswith("ix_")] == ["ix_audit_log_org_ts_event"]

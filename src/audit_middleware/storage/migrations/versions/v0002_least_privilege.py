@@ -186,8 +186,10 @@ def _upgrade_postgresql(conn: Connection) -> None:
 
 
 def _swap_index(old: tuple[str, list[str]], new: tuple[str, list[str]], schema: str | None) -> None:
-    op.create_index(new[0], "audit_log", new[1], schema=schema)
-    op.drop_index(old[0], table_name="audit_log", schema=schema)
+    # IF NOT EXISTS: on a large table a DBA may build the index beforehand, CONCURRENTLY, so the
+    # migration's transaction does not hold writes back while it is built (docs/security.md).
+    op.create_index(new[0], "audit_log", new[1], schema=schema, if_not_exists=True)
+    op.drop_index(old[0], table_name="audit_log", schema=schema, if_exists=True)
 
 
 def upgrade() -> None:
