@@ -36,7 +36,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from audit_middleware import AuditMiddleware, AuditStore, migrate_sync, record
+from audit_middleware import AuditMiddleware, AuditStore, database_roles, migrate_sync, record
 from audit_middleware.storage._store import create_engine
 from auditevt import Action, Event, Timestamp
 
@@ -180,6 +180,8 @@ def _database() -> tuple[str, Callable[[], None]]:
     def drop() -> None:
         with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            roles = database_roles(name)  # roles outlive the database: drop them too
+            admin.execute(f'DROP ROLE IF EXISTS "{roles.app}", "{roles.relay}"')
 
     base = ADMIN_DSN.rsplit("/", 1)[0]
     try:

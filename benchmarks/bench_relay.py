@@ -96,7 +96,7 @@ uvicorn.Server(config).run(sockets=[sock])
 @contextlib.contextmanager
 def _database() -> Iterator[str]:
     """A fresh, migrated PostgreSQL database (SQLAlchemy URL), dropped afterwards."""
-    from audit_middleware import migrate_sync
+    from audit_middleware import database_roles, migrate_sync
 
     name = f"auditevt_bench_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
@@ -109,6 +109,8 @@ def _database() -> Iterator[str]:
     finally:
         with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            roles = database_roles(name)  # roles outlive the database: drop them too
+            admin.execute(f'DROP ROLE IF EXISTS "{roles.app}", "{roles.relay}"')
 
 
 def _env() -> dict[str, str]:

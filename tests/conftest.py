@@ -20,9 +20,7 @@ if TYPE_CHECKING:
 
 # The server CI and developers run (.ci/run starts it when it is down); override to point
 # the tests elsewhere.
-PG_ADMIN_DSN = os.environ.get(
-    "AUDITEVT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
+PG_ADMIN_DSN = os.environ.get("AUDITEVT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 @pytest.fixture
@@ -39,14 +37,53 @@ def _admin_execute(sql: str) -> None:
 
 @contextlib.contextmanager
 def fresh_pg_database(prefix: str = "auditevt_test") -> Iterator[str]:
-    """Create an empty PostgreSQL database; yield its SQLAlchemy URL; drop it afterwards."""
+    """Create an empty PostgreSQL database; yield its SQLAlchemy URL; drop it (and its roles)
+    afterwards."""
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     _admin_execute(f'CREATE DATABASE "{name}"')
     base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
     try:
         yield f"{base}/{name}"
     finally:
-        _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_pg_database(name)
+
+
+def drop_pg_database(name: str) -> None:
+    """Drop a test database and the roles its migrations created (roles outlive databases)."""
+    from audit_middleware import database_roles
+
+    roles = database_roles(name)
+    _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    _admin_execute(f'DROP ROLE IF EXISTS "{roles.app}", "{roles.relay}"')
+
+
+def database_name(url: str) -> str:
+    """The database a PostgreSQL URL names."""
+    return url.rsplit("/", 1)[1].split("?", 1)[0]
+
+
+def app_role(url: str) -> str:
+    """The application role the migrations create for the database of ``url``."""
+    from audit_middleware import database_roles
+
+    return database_roles(database_name(url)).app
+
+
+def relay_role(url: str) -> str:
+    """The relay role the migrations create for the database of ``url``."""
+    from audit_middleware import database_roles
+
+    return database_roles(database_name(url)).relay
+
+
+def as_role(url: str, role: str) -> str:
+    """``url``, connecting as postgres but acting as ``role`` from the first statement on."""
+    return f"{url}?options=-crole%3D{role}"
+
+
+def as_app_role(url: str) -> str:
+    """``url`` as its database's application role (``SET ROLE`` at connect)."""
+    return as_role(url, app_role(url))
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ from audit_middleware._exceptions import AuditError
 from audit_middleware.storage._migrate import migrate
 from audit_middleware.storage._reader import AuditReader, AuditRecord
 from audit_middleware.storage._store import AuditStore
-from audit_middleware.storage._tables import AUDIT_OUTBOX
+from audit_middleware.storage._tables import AUDIT_OUTBOX, qualified
 from auditevt import __version__
 from auditevt_demo._app import DemoCoreApi, demo_token
 from auditevt_demo._load import ORGANIZATIONS, send_requests
@@ -226,7 +226,7 @@ class _Demo:
         """The given events still in the outbox, each with whether it is dead-lettered."""
         ids = list(event_ids)
         rows: dict[uuid.UUID, bool] = {}
-        async with engine.connect() as conn:
+        async with qualified(engine).connect() as conn:  # public.audit_outbox, never a look-alike
             for start in range(0, len(ids), _IN_CHUNK):
                 chunk = ids[start : start + _IN_CHUNK]
                 query = sa.select(AUDIT_OUTBOX.c.event_id, AUDIT_OUTBOX.c.dead_lettered_at).where(

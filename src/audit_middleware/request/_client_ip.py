@@ -15,6 +15,18 @@ by whoever sent the request and may be forged. The rule, therefore:
 Addresses are normalised by :mod:`ipaddress`: ``ip:port`` and ``[v6]:port`` lose their port,
 IPv6 is written compressed and lower-case, and an IPv4-mapped IPv6 address (``::ffff:a.b.c.d``,
 as dual-stack sockets report IPv4 peers) becomes plain IPv4.
+
+The rule needs the real peer. A server that rewrites ``scope["client"]`` from X-Forwarded-For
+itself (uvicorn and gunicorn's uvicorn workers do by default, for peers in
+``forwarded_allow_ips``, which is loopback unless configured) hands over an address taken from
+the header, and that address is whatever a local client wrote. Such a rewrite leaves a trace that
+a real peer cannot produce by accident: the "peer" is one of the X-Forwarded-For entries, as the
+server parsed it, or has port 0, which no TCP peer has. :func:`server_rewrote_peer` looks for
+exactly that, and then the client is unknown (``""``): the real peer is gone, and every address
+still in sight was written by someone we cannot vouch for. Only a client that writes its own
+address and source port into the header can cause this for itself, and it only hides itself;
+no client can make another address be recorded. Run the server with its own proxy handling off
+(``proxy_headers=False``, ``--no-proxy-headers``) and let :class:`TrustedProxies` decide.
 """
 
 from __future__ import annotations
@@ -25,7 +37,13 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-__all__ = ["TrustedProxies", "forwarded_for_headers", "parse_address", "resolve_client_ip"]
+__all__ = [
+    "TrustedProxies",
+    "forwarded_for_headers",
+    "parse_address",
+    "resolve_client_ip",
+    "server_rewrote_peer",
+]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -170,6 +188,53 @@ def _entries(forwarded_for: Sequence[str]) -> list[str]:
     return entries
 
 
+def _server_parse(entry: str) -> tuple[str, int]:
+    # What uvicorn's ProxyHeadersMiddleware makes of one entry (its _parse_host_port): the
+    # comparison below must see the entry exactly as the server did, port 0 when none is given.
+    value = entry.strip()
+    if value.startswith("["):
+        end = value.find("]")
+        if end < 0:
+            return value, 0
+        host, rest = value[1:end], value[end + 1 :]
+        if not rest:
+            return host, 0
+        if not rest.startswith(":"):
+            return value, 0
+        return host, _server_port(rest[1:])
+    if value.count(":") == 1:
+        host, _, port = value.rpartition(":")
+        try:
+            return host, int(port)
+        except ValueError:
+            return value, 0
+    return value, 0
+
+
+def _server_port(text: str) -> int:
+    try:
+        return int(text)  # as lenient as the server: "+80", " 80" and "٨٠" are 80 too
+    except ValueError:
+        return 0
+
+
+def server_rewrote_peer(peer: Sequence[Any] | None, forwarded_for: Sequence[str]) -> bool:
+    """Whether the server already replaced the ASGI peer with an X-Forwarded-For entry.
+
+    True when X-Forwarded-For is present and the peer ``(host, port)`` has port 0 (no TCP peer
+    does) or equals one of its entries as a server parses them (``host`` alone is port 0), which
+    is what uvicorn's ``--proxy-headers`` (on by default) leaves behind. See the module doc.
+    """
+    if not peer or not any(header.strip() for header in forwarded_for):
+        return False
+    host, port = peer[0], peer[1] if len(peer) > 1 else None
+    if port == 0:
+        return True
+    if not isinstance(host, str):
+        return False
+    return any(_server_parse(entry) == (host, port) for entry in _entries(forwarded_for))
+
+
 def resolve_client_ip(
     peer: Sequence[Any] | None, forwarded_for: Sequence[str], trusted: TrustedProxies
 ) -> str:
@@ -177,11 +242,12 @@ def resolve_client_ip(
 
     ``peer`` is the ASGI ``scope["client"]`` (``(host, port)`` or ``None``) and
     ``forwarded_for`` the X-Forwarded-For header values in order. Returns ``""`` when the peer
-    is unknown (a Unix socket with no trusted proxy rule to go by).
+    is unknown: a Unix socket with no trusted proxy rule to go by, or a peer the server already
+    rewrote from X-Forwarded-For (:func:`server_rewrote_peer`).
     """
     host = peer[0] if peer else None
     address = parse_address(host) if isinstance(host, str) else None
-    if address is None:
+    if address is None or (forwarded_for and server_rewrote_peer(peer, forwarded_for)):
         # No peer to anchor the walk: nothing in X-Forwarded-For can be trusted.
         return ""
     if trusted.hops:

@@ -29,7 +29,11 @@ from uuid import UUID
 import anyio
 
 from audit_middleware._ratelimit_log import RateLimitedLog
-from audit_middleware.request._client_ip import TrustedProxies, resolve_client_ip
+from audit_middleware.request._client_ip import (
+    TrustedProxies,
+    resolve_client_ip,
+    server_rewrote_peer,
+)
 from audit_middleware.request._context import STATE_KEY, RequestAudit, reset_current, set_current
 from audit_middleware.request._entity import EntityResolver, route_entity
 from audit_middleware.request._metrics import AuditStats, track
@@ -269,6 +273,7 @@ class AuditMiddleware:
         self.stats = stats if stats is not None else AuditStats()
         # Log throttles (not request state: shared by every request, like the counters).
         self._anonymous_log = RateLimitedLog(logger, interval=60.0)
+        self._rewritten_peer_log = RateLimitedLog(logger, interval=60.0)
         self._last_traceback = -math.inf
         self._tracked = not self.config.metrics  # reported to Prometheus on first request
 
@@ -507,6 +512,17 @@ class AuditMiddleware:
         changes = audit.changes
         if changes is not None:
             changes = config.redaction(changes)
+        peer = scope.get("client")
+        ip_address = resolve_client_ip(peer, forwarded_for, config.trusted_proxies)
+        if not ip_address and forwarded_for and server_rewrote_peer(peer, forwarded_for):
+            self._rewritten_peer_log.log(
+                logging.WARNING,
+                "server rewrote the peer",
+                "the server replaced the client address with an X-Forwarded-For entry, which "
+                "any local client can write; audited with ip_address='' instead. Run uvicorn "
+                "with proxy_headers=False (--no-proxy-headers) and name your proxies in "
+                "AuditConfig(trusted_proxies=TrustedProxies([...]))",
+            )
 
         return Event(
             action=action,
@@ -514,9 +530,7 @@ class AuditMiddleware:
             entity_id=entity_id,
             user_id=0 if user_id is None else user_id,
             organization_id=organization_id,
-            ip_address=resolve_client_ip(
-                scope.get("client"), forwarded_for, config.trusted_proxies
-            ),
+            ip_address=ip_address,
             user_agent=user_agent,
             request_path=_clean_text(path),
             status_code=status,

@@ -19,6 +19,7 @@ from audit_middleware.storage._reader import (
     Page,
     UnreadableRecord,
 )
+from audit_middleware.storage._roles import DatabaseRoles, database_roles
 from audit_middleware.storage._store import AuditStore, new_event_id
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "AuditRecord",
     "AuditStore",
     "Cursor",
+    "DatabaseRoles",
     "DeadLetter",
     "Outbox",
     "OutboxBackoff",
@@ -34,6 +36,7 @@ __all__ = [
     "OutboxStats",
     "Page",
     "UnreadableRecord",
+    "database_roles",
     "migrate",
     "migrate_command",
     "migrate_sync",

@@ -22,6 +22,7 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine
 
 from audit_middleware._exceptions import MigrationError, map_database_error
+from audit_middleware.storage._roles import database_roles
 from audit_middleware.storage._urls import sync_url
 
 __all__ = ["migrate", "migrate_command", "migrate_sync"]
@@ -128,5 +129,14 @@ def migrate_command(url: str) -> str:
         raise MigrationError(str(exc)) from exc
     target = _safe(url)
     if before == after:
-        return f"{target}: audit schema already at revision {after} (head), nothing to do"
-    return f"{target}: audit schema migrated from {before or 'empty'} to revision {after} (head)"
+        summary = f"{target}: audit schema already at revision {after} (head), nothing to do"
+    else:
+        summary = (
+            f"{target}: audit schema migrated from {before or 'empty'} to revision {after} (head)"
+        )
+    database = sync_url(url).database
+    if sync_url(url).get_backend_name() == "postgresql" and database:
+        # The names a DBA grants to the login roles (docs/security.md, "Database roles").
+        roles = database_roles(database)
+        summary += f"; roles {roles.app} (application), {roles.relay} (relay)"
+    return summary

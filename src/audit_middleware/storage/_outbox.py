@@ -61,7 +61,7 @@ from audit_middleware.storage._outbox_types import (
     reason_text,
     rowcount,
 )
-from audit_middleware.storage._tables import AUDIT_OUTBOX
+from audit_middleware.storage._tables import AUDIT_OUTBOX, qualified
 from auditevt._ingest import MAX_INGEST_ITEMS
 
 # The values are re-exported: they were importable from here before the split.
@@ -105,12 +105,14 @@ class Outbox:
                 f"backoff must be an OutboxBackoff, got {type(backoff).__name__}"
             )
         self._engine = engine
+        # Core statements name the schema (see _tables.py); the SQL written out here does too.
+        self._qualified = qualified(engine)
         # Each operation is a single statement, atomic on its own (dead_letter_many aside): on
         # PostgreSQL, autocommit spares the BEGIN and COMMIT round trips.
         self._autocommit = (
-            engine.execution_options(isolation_level="AUTOCOMMIT")
+            self._qualified.execution_options(isolation_level="AUTOCOMMIT")
             if name == "postgresql"
-            else engine
+            else None
         )
         self._backoff = backoff if backoff is not None else OutboxBackoff()
         self._sql = Dialect(name)
@@ -386,11 +388,11 @@ class Outbox:
     ) -> AsyncIterator[AsyncConnection]:
         # The one place database errors become ours.
         try:
-            if single and self._autocommit is not self._engine:
+            if single and self._autocommit is not None:
                 async with self._autocommit.connect() as conn:
                     yield conn
             else:
-                async with self._engine.begin() as conn:
+                async with self._qualified.begin() as conn:
                     yield conn
         except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
             raise map_database_error(exc, OutboxError, action) from exc

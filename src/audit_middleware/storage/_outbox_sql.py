@@ -78,7 +78,7 @@ PG_CLAIM = sa.text(
     """
     WITH due AS (
         SELECT id, octet_length(payload) + :overhead AS size
-        FROM audit_outbox
+        FROM public.audit_outbox
         WHERE dead_lettered_at IS NULL
           AND next_attempt_at <= now()
           AND (lease_expires_at IS NULL OR lease_expires_at < now())
@@ -95,7 +95,7 @@ PG_CLAIM = sa.text(
         ) AS windowed
         WHERE running <= :max_bytes OR position = 1
     )
-    UPDATE audit_outbox AS o
+    UPDATE public.audit_outbox AS o
     SET lease_owner = :owner,
         lease_expires_at = now() + make_interval(secs => CAST(:lease_seconds AS double precision))
     FROM fitting
@@ -107,7 +107,7 @@ PG_CLAIM = sa.text(
 # One UPDATE: SQLite takes its write lock when the statement starts, before the subquery reads.
 SQLITE_CLAIM = sa.text(
     """
-    UPDATE audit_outbox
+    UPDATE main.audit_outbox
     SET lease_owner = :owner,
         lease_expires_at = strftime(:time_format, 'now', printf(:seconds_format, :lease_seconds))
     WHERE id IN (
@@ -116,7 +116,7 @@ SQLITE_CLAIM = sa.text(
                    sum(length(CAST(payload AS BLOB)) + :overhead) OVER (ORDER BY id) AS running,
                    row_number() OVER (ORDER BY id) AS position
             FROM (
-                SELECT id, payload FROM audit_outbox
+                SELECT id, payload FROM main.audit_outbox
                 WHERE dead_lettered_at IS NULL
                   AND next_attempt_at <= strftime(:time_format, 'now')
                   AND (lease_expires_at IS NULL

@@ -6,6 +6,12 @@ policies of the migrations then admit that organization's rows and no others, an
 ends with the transaction, so a pooled connection never carries a tenant into the next request.
 The query also filters on ``organization_id`` itself, which is what the index serves. SQLite has
 no row-level security: there the SQL filter is the only guard.
+
+Pages are keyed on (``timestamp``, ``event_id``) within the organization, served by the index
+``ix_audit_log_org_ts_event``: a cursor holds only what the page it ends already showed, never
+the global ``audit_log.id``, whose gaps would tell an admin how much every other organization
+wrote meanwhile. Filters are checked before any query: a bad one is a ``ConfigurationError`` (a
+``ValueError`` and a ``TypeError`` too) naming the parameter, never a database error.
 """
 
 from __future__ import annotations
@@ -19,64 +25,74 @@ from uuid import UUID
 
 import pydantic
 import sqlalchemy.exc
-from sqlalchemy import BigInteger, ColumnElement, literal, select, text, tuple_
+from sqlalchemy import ColumnElement, literal, select, text, tuple_
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from audit_middleware._exceptions import ReaderError, map_database_error
+from audit_middleware._exceptions import ConfigurationError, ReaderError, map_database_error
 from audit_middleware.storage._store import create_engine
-from audit_middleware.storage._tables import AUDIT_LOG
+from audit_middleware.storage._tables import AUDIT_LOG, qualified
 from auditevt import Action, Event, Timestamp
 
 __all__ = ["MAX_PAGE_SIZE", "AuditReader", "AuditRecord", "Cursor", "Page", "UnreadableRecord"]
 
 MAX_PAGE_SIZE = 1000
 """The most rows one ``list_events`` call returns."""
+_MAX_FILTER_LENGTH = 256  # the longest entity_type filter, in characters
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-_CURSOR_VERSION = "1"
+# Version 1 carried the global audit_log.id; such cursors are refused, not misread.
+_CURSOR_VERSION = "2"
+_MAX_CURSOR_LENGTH = 96  # a version-2 cursor is about 70 characters
 _SET_ORGANIZATION = text("SELECT set_config('auditevt.organization_id', :org, true)")
 
 
 @dataclass(frozen=True, slots=True)
 class Cursor:
-    """A position in a listing: the last row seen, by (``timestamp``, ``id``).
+    """A position in a listing: the last row seen, by (``timestamp``, ``event_id``).
 
-    Pass ``Page.next_cursor`` back as ``after``; its text form is opaque and URL-safe.
+    Pass ``Page.next_cursor`` back as ``after``; its text form is opaque and URL-safe, and holds
+    nothing the page did not show (no global row id).
     """
 
     timestamp: datetime
     """The row's ``timestamp`` column (UTC, microseconds)."""
-    id: int
-    """The row's ``audit_log.id``, which breaks ties between equal timestamps."""
+    event_id: UUID
+    """The row's ``event_id``, which breaks ties between equal timestamps."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.timestamp, datetime) or self.timestamp.tzinfo is None:
-            raise ValueError(f"Cursor timestamp={self.timestamp!r} must be an aware datetime")
-        if type(self.id) is not int or not 0 <= self.id <= _INT64_MAX:
-            raise ValueError(f"Cursor id={self.id!r} must be a non-negative int64")
+            raise ConfigurationError(
+                f"Cursor timestamp={self.timestamp!r} must be an aware datetime"
+            )
+        if not isinstance(self.event_id, UUID):
+            raise ConfigurationError(f"Cursor event_id={self.event_id!r} must be a uuid.UUID")
 
     def encode(self) -> str:
         """The cursor as opaque URL-safe text."""
         micros = _unix_micros(self.timestamp)
-        raw = f"{_CURSOR_VERSION}:{micros}:{self.id}".encode()
+        raw = f"{_CURSOR_VERSION}:{micros}:{self.event_id.hex}".encode()
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
     @classmethod
     def decode(cls, value: str) -> Cursor:
-        """Read a cursor written by :meth:`encode`; ``ValueError`` names a malformed one."""
+        """Read a cursor written by :meth:`encode`; ``ConfigurationError`` names a bad one."""
         if not isinstance(value, str):
-            raise TypeError(f"cursor must be a str, not {type(value).__name__}")
+            raise ConfigurationError(f"after={value!r} must be a cursor string")
+        if len(value) > _MAX_CURSOR_LENGTH:
+            raise ConfigurationError(
+                f"after={_shown(value)} ({len(value)} characters) is not a cursor"
+            )
         try:
             raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode("ascii")
-            version, micros, row_id = raw.split(":")
-            if version != _CURSOR_VERSION:
+            version, micros, event_id = raw.split(":")
+            if version != _CURSOR_VERSION or len(event_id) != 32:
                 raise ValueError(version)
             seconds, micro = divmod(int(micros), 1_000_000)
             moment = datetime.fromtimestamp(seconds, UTC).replace(microsecond=micro)
-            return cls(timestamp=moment, id=int(row_id))
+            return cls(timestamp=moment, event_id=UUID(hex=event_id))
         except (ValueError, UnicodeDecodeError, binascii.Error, OverflowError, OSError) as exc:
-            raise ValueError(f"after={value!r} is not a cursor this reader wrote") from exc
+            raise ConfigurationError(f"after={value!r} is not a cursor this reader wrote") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +100,7 @@ class AuditRecord:
     """One audit row: the event exactly as written, with its delivery id and insert time."""
 
     id: int
-    """``audit_log.id``."""
+    """``audit_log.id``: global across organizations, so keep it out of what tenants see."""
     event_id: UUID
     """The idempotency key Telemetry deduplicates on."""
     event: Event
@@ -118,8 +134,8 @@ class Page:
     """One page of a listing, newest first."""
 
     items: list[AuditRecord | UnreadableRecord]
-    """Up to ``limit`` rows, newest ``timestamp`` first (then highest id); a row whose event
-    cannot be read is an :class:`UnreadableRecord` in its place."""
+    """Up to ``limit`` rows, newest ``timestamp`` first (then highest ``event_id``); a row whose
+    event cannot be read is an :class:`UnreadableRecord` in its place."""
     next_cursor: str | None
     """Pass as ``after`` for the next, older page; ``None`` on the last page."""
 
@@ -129,8 +145,8 @@ class AuditReader:
 
     ``AuditReader(engine)`` shares an engine (``AuditStore.engine`` for instance) and leaves it
     open on :meth:`aclose`; ``AuditReader(url)`` creates one and disposes of it. Connect as the
-    application role (a member of ``auditevt_app``), never as a role that bypasses row-level
-    security, or the database stops enforcing the organization boundary.
+    application role (a member of ``database_roles(name).app``), never as a role that bypasses
+    row-level security, or the database stops enforcing the organization boundary.
     """
 
     def __init__(self, engine_or_url: AsyncEngine | str | URL, **engine_kwargs: Any) -> None:
@@ -148,12 +164,15 @@ class AuditReader:
         self._engine = engine
         self._postgresql = engine.dialect.name == "postgresql"
         if not self._postgresql and engine.dialect.name != "sqlite":
-            raise ValueError(f"unsupported database {engine.dialect.name!r}")
-        # A real transaction (so set_config(..., true) lasts for the query), read-only.
+            raise ConfigurationError(f"unsupported database {engine.dialect.name!r}")
+        # A real transaction (so set_config(..., true) lasts for the query), read-only; every
+        # table name schema-qualified (see _tables.py).
         self._read_engine = (
-            engine.execution_options(isolation_level="READ COMMITTED", postgresql_readonly=True)
+            qualified(engine).execution_options(
+                isolation_level="READ COMMITTED", postgresql_readonly=True
+            )
             if self._postgresql
-            else engine
+            else qualified(engine)
         )
 
     @property
@@ -178,16 +197,16 @@ class AuditReader:
 
         ``since`` is inclusive and ``until`` exclusive, to the microsecond; both must be
         timezone-aware. ``limit`` is 1 to 1000. ``after`` is the previous page's
-        ``next_cursor``. A bad value raises ``ValueError`` (or ``TypeError``) naming it; a
-        database failure raises ``ReaderError``. A row whose event cannot be read is listed as
-        an :class:`UnreadableRecord`, and the pages go on past it.
+        ``next_cursor``. A bad value (wrong type, out of range, over-long, holding U+0000)
+        raises ``ConfigurationError`` (also a ``ValueError`` and a ``TypeError``) naming the
+        parameter and the value, before anything is queried; a database failure raises
+        ``ReaderError``. A row whose event cannot be read is listed as an
+        :class:`UnreadableRecord`, and the pages go on past it.
         """
         org = _int64("organization_id", organization_id)
         conditions: list[ColumnElement[bool]] = [AUDIT_LOG.c.organization_id == org]
         if entity_type is not None:
-            if not isinstance(entity_type, str) or not entity_type:
-                raise ValueError(f"entity_type={entity_type!r} must be a non-empty str")
-            conditions.append(AUDIT_LOG.c.entity_type == entity_type)
+            conditions.append(AUDIT_LOG.c.entity_type == _text("entity_type", entity_type))
         if entity_id is not None:
             conditions.append(AUDIT_LOG.c.entity_id == _int64("entity_id", entity_id))
         if user_id is not None:
@@ -197,22 +216,22 @@ class AuditReader:
         start = None if since is None else _moment("since", since)
         end = None if until is None else _moment("until", until)
         if start is not None and end is not None and start > end:
-            raise ValueError(f"since={since!r} is after until={until!r}")
+            raise ConfigurationError(f"since={since!r} is after until={until!r}")
         if start is not None:
             conditions.append(AUDIT_LOG.c.timestamp >= self._when(start))
         if end is not None:
             conditions.append(AUDIT_LOG.c.timestamp < self._when(end))
         if type(limit) is not int or not 1 <= limit <= MAX_PAGE_SIZE:
-            raise ValueError(f"limit={limit!r} must be an int from 1 to {MAX_PAGE_SIZE}")
+            raise ConfigurationError(f"limit={limit!r} must be an int from 1 to {MAX_PAGE_SIZE}")
         if after is not None:
             cursor = Cursor.decode(after) if isinstance(after, str) else after
             if not isinstance(cursor, Cursor):
-                raise TypeError(f"after={after!r} must be a Cursor, str or None")
+                raise ConfigurationError(f"after={after!r} must be a Cursor, str or None")
             conditions.append(
-                tuple_(AUDIT_LOG.c.timestamp, AUDIT_LOG.c.id)
+                tuple_(AUDIT_LOG.c.timestamp, AUDIT_LOG.c.event_id)
                 < tuple_(
                     literal(self._when(cursor.timestamp), AUDIT_LOG.c.timestamp.type),
-                    literal(cursor.id, BigInteger()),
+                    literal(cursor.event_id, AUDIT_LOG.c.event_id.type),
                 )
             )
         query = (
@@ -224,7 +243,7 @@ class AuditReader:
                 AUDIT_LOG.c.timestamp,
             )
             .where(*conditions)
-            .order_by(AUDIT_LOG.c.timestamp.desc(), AUDIT_LOG.c.id.desc())
+            .order_by(AUDIT_LOG.c.timestamp.desc(), AUDIT_LOG.c.event_id.desc())
             .limit(limit + 1)
         )
         try:
@@ -238,7 +257,7 @@ class AuditReader:
         next_cursor = None
         if len(rows) > limit:
             last = rows[limit - 1]
-            next_cursor = Cursor(timestamp=_utc(last.timestamp), id=last.id).encode()
+            next_cursor = Cursor(timestamp=_utc(last.timestamp), event_id=last.event_id).encode()
         return Page(items=items, next_cursor=next_cursor)
 
     def _when(self, moment: datetime) -> datetime:
@@ -259,18 +278,35 @@ class AuditReader:
 
 def _int64(name: str, value: object) -> int:
     if type(value) is not int:
-        raise TypeError(f"{name}={value!r} must be an int")
+        raise ConfigurationError(f"{name}={value!r} must be an int")
     if not _INT64_MIN <= value <= _INT64_MAX:
-        raise ValueError(f"{name}={value!r} is outside int64")
+        raise ConfigurationError(f"{name}={value!r} is outside int64")
+    return value
+
+
+def _text(name: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{name}={value!r} must be a str")
+    if not value:
+        raise ConfigurationError(f"{name}={value!r} must be a non-empty str")
+    if len(value) > _MAX_FILTER_LENGTH:
+        raise ConfigurationError(
+            f"{name}={_shown(value)} is {len(value)} characters, more than {_MAX_FILTER_LENGTH}"
+        )
+    if "\x00" in value:
+        # PostgreSQL text cannot hold U+0000: the query would fail as if the database had.
+        raise ConfigurationError(f"{name}={value!r} must not contain U+0000")
     return value
 
 
 def _action(value: Action | str) -> Action:
+    if not isinstance(value, Action | str):
+        raise ConfigurationError(f"action={value!r} must be an Action or str")
     try:
         return Action(value)
     except ValueError:
         choices = ", ".join(a.value for a in Action)
-        raise ValueError(f"action={value!r} must be one of {choices}") from None
+        raise ConfigurationError(f"action={_shown(value)} must be one of {choices}") from None
 
 
 def _moment(name: str, value: object) -> datetime:
@@ -278,9 +314,20 @@ def _moment(name: str, value: object) -> datetime:
         return value.to_datetime()
     if isinstance(value, datetime):
         if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError(f"{name}={value!r} must be timezone-aware")
+            raise ConfigurationError(f"{name}={value!r} must be timezone-aware")
+        try:
+            value.astimezone(UTC)
+        except OverflowError:
+            raise ConfigurationError(
+                f"{name}={value!r} is outside the years 1 to 9999 in UTC"
+            ) from None
         return value
-    raise TypeError(f"{name}={value!r} must be a datetime or Timestamp")
+    raise ConfigurationError(f"{name}={value!r} must be a datetime or Timestamp")
+
+
+def _shown(value: str) -> str:
+    # An over-long value is named by its start: the message stays one readable line.
+    return repr(value) if len(value) <= 40 else f"{value[:40]!r}..."
 
 
 def _utc(value: datetime) -> datetime:

@@ -45,18 +45,20 @@ def new_event_id() -> UUID:
     return UUID(int=value)
 
 
-# One statement: draw the id, insert the audit row, insert the outbox row. audit_log is not
-# RETURNING anything, on purpose: with forced RLS a RETURNING clause would have to pass the
-# org-scoped SELECT policy, which a writer serving every organization does not. The event JSON
-# travels once and is used twice.
+# Names are schema-qualified (see _tables.py): a TEMP table of the same name on a pooled
+# connection would otherwise take the write. One statement: draw the id, insert the audit row,
+# insert the outbox row. audit_log is not RETURNING anything, on purpose: with forced RLS a
+# RETURNING clause would have to pass the org-scoped SELECT policy, which a writer serving every
+# organization does not. The event JSON travels once and is used twice.
 _PG_WRITE = """\
 WITH v AS MATERIALIZED (
-  SELECT nextval('audit_log_id_seq'::regclass) AS id, %(event_id)s::uuid AS event_id,
+  SELECT nextval('public.audit_log_id_seq'::regclass) AS id, %(event_id)s::uuid AS event_id,
          %(organization_id)s::bigint AS organization_id, %(event_json)s::text AS event_json
 ), a AS (
-  INSERT INTO audit_log (id, event_id, action, entity_type, entity_id, user_id, organization_id,
-                         ip_address, user_agent, request_path, status_code, "timestamp", changes,
-                         action_context, break_glass_id, impersonation_id, event_json)
+  INSERT INTO public.audit_log (id, event_id, action, entity_type, entity_id, user_id,
+                                organization_id, ip_address, user_agent, request_path,
+                                status_code, "timestamp", changes, action_context,
+                                break_glass_id, impersonation_id, event_json)
   SELECT v.id, v.event_id, %(action)s::varchar, %(entity_type)s::text, %(entity_id)s::bigint,
          %(user_id)s::bigint, v.organization_id, %(ip_address)s::text, %(user_agent)s::text,
          %(request_path)s::text, %(status_code)s::integer, %(timestamp)s::timestamptz,
@@ -64,13 +66,14 @@ WITH v AS MATERIALIZED (
          %(impersonation_id)s::bigint, v.event_json
   FROM v
 )
-INSERT INTO audit_outbox (event_id, audit_id, organization_id, payload)
+INSERT INTO public.audit_outbox (event_id, audit_id, organization_id, payload)
 SELECT v.event_id, v.id, v.organization_id, v.event_json FROM v"""
 
 _SQLITE_WRITE_LOG = text(
-    "INSERT INTO audit_log (event_id, action, entity_type, entity_id, user_id, organization_id, "
-    "ip_address, user_agent, request_path, status_code, timestamp, changes, action_context, "
-    "break_glass_id, impersonation_id, event_json) VALUES (:event_id, :action, :entity_type, "
+    "INSERT INTO main.audit_log (event_id, action, entity_type, entity_id, user_id, "
+    "organization_id, ip_address, user_agent, request_path, status_code, timestamp, changes, "
+    "action_context, break_glass_id, impersonation_id, event_json) VALUES (:event_id, :action, "
+    ":entity_type, "
     ":entity_id, :user_id, :organization_id, :ip_address, :user_agent, :request_path, "
     ":status_code, :timestamp, :changes, :action_context, :break_glass_id, :impersonation_id, "
     ":event_json)"
@@ -80,7 +83,7 @@ _SQLITE_WRITE_LOG = text(
     bindparam("timestamp", type_=DateTime(timezone=True)),
 )
 _SQLITE_WRITE_OUTBOX = text(
-    "INSERT INTO audit_outbox (event_id, audit_id, organization_id, payload) "
+    "INSERT INTO main.audit_outbox (event_id, audit_id, organization_id, payload) "
     "VALUES (:event_id, last_insert_rowid(), :organization_id, :event_json)"
 ).bindparams(bindparam("event_id", type_=Uuid(as_uuid=True)))
 
@@ -349,7 +352,7 @@ async def _prepare_sqlite(conn: AsyncConnection) -> None:
 
 async def _check_sqlite_schema(conn: AsyncConnection) -> None:
     result = await conn.exec_driver_sql(
-        "SELECT name FROM sqlite_master WHERE type = 'table' "
+        "SELECT name FROM main.sqlite_master WHERE type = 'table' "
         "AND name IN ('audit_log', 'audit_outbox')"
     )
     found = {row[0] for row in result}
@@ -362,11 +365,12 @@ async def _check_sqlite_schema(conn: AsyncConnection) -> None:
 
 _PG_RLS_CHECK = """\
 SELECT current_user, r.rolsuper, r.rolbypassrls,
-       to_regclass('audit_log') IS NOT NULL, to_regclass('audit_outbox') IS NOT NULL,
+       to_regclass('public.audit_log') IS NOT NULL,
+       to_regclass('public.audit_outbox') IS NOT NULL,
        c.relrowsecurity, c.relforcerowsecurity,
        CASE WHEN c.oid IS NULL THEN false
             ELSE pg_has_role(current_user, c.relowner, 'USAGE') END
-FROM pg_roles r LEFT JOIN pg_class c ON c.oid = to_regclass('audit_log')
+FROM pg_roles r LEFT JOIN pg_class c ON c.oid = to_regclass('public.audit_log')
 WHERE r.rolname = current_user"""
 
 

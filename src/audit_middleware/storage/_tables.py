@@ -1,8 +1,14 @@
 """The tables, as SQLAlchemy Core: ``audit_log`` (append-only) and ``audit_outbox`` (delivery).
 
-The Alembic migrations in ``audit_middleware/storage/migrations`` create exactly these; a
-test compares them. ``audit_outbox`` carries its own copy of the event JSON because ``audit_log``
-is under forced row-level security: a relay, which serves every organization, reads only the outbox.
+The Alembic migrations in ``audit_middleware/storage/migrations`` create exactly these; a test
+compares them. ``audit_outbox`` carries its own copy of the event JSON because ``audit_log`` is
+under forced row-level security: a relay, which serves every organization, reads only the outbox.
+
+Every statement names the schema of the tables (``public`` on PostgreSQL, ``main`` on SQLite):
+both databases look a bare name up in the session's temporary schema first, so a
+``CREATE TEMP TABLE audit_log (LIKE audit_log)`` on a pooled connection would otherwise take
+every write meant for the real table. The tables here carry no schema; engines get
+:func:`qualified` (SQLAlchemy's ``schema_translate_map``) and hand-written SQL spells it out.
 """
 
 from __future__ import annotations
@@ -23,8 +29,21 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-__all__ = ["AUDIT_LOG", "AUDIT_OUTBOX", "metadata"]
+__all__ = [
+    "AUDIT_LOG",
+    "AUDIT_OUTBOX",
+    "POSTGRESQL_SCHEMA",
+    "SQLITE_SCHEMA",
+    "metadata",
+    "qualified",
+]
+
+POSTGRESQL_SCHEMA = "public"
+"""The schema the migrations create the tables in, and every statement names, on PostgreSQL."""
+SQLITE_SCHEMA = "main"
+"""The SQLite database the tables live in (``temp`` is searched before it)."""
 
 metadata = MetaData()
 
@@ -56,7 +75,8 @@ AUDIT_LOG = Table(
     # The canonical Event JSON (Event.to_json()), kept verbatim: what Telemetry receives.
     Column("event_json", Text, nullable=False),
     Column("inserted_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Index("ix_audit_log_org_ts_id", "organization_id", "timestamp", "id"),
+    # The reader's filter and keyset order, within one organization (revision 0002).
+    Index("ix_audit_log_org_ts_event", "organization_id", "timestamp", "event_id"),
 )
 
 AUDIT_OUTBOX = Table(
@@ -69,9 +89,7 @@ AUDIT_OUTBOX = Table(
     Column("payload", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
-    Column(
-        "next_attempt_at", DateTime(timezone=True), nullable=False, server_default=func.now()
-    ),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("lease_owner", Text, nullable=True),
     Column("lease_expires_at", DateTime(timezone=True), nullable=True),
     Column("last_error", Text, nullable=True),
@@ -85,3 +103,9 @@ AUDIT_OUTBOX = Table(
         sqlite_where=text("dead_lettered_at IS NULL"),
     ),
 )
+
+
+def qualified(engine: AsyncEngine) -> AsyncEngine:
+    """``engine`` whose Core statements on these tables name their schema."""
+    schema = POSTGRESQL_SCHEMA if engine.dialect.name == "postgresql" else SQLITE_SCHEMA
+    return engine.execution_options(schema_translate_map={None: schema})

@@ -76,6 +76,10 @@ def _config(app: ASGIApp, lifespan: LifespanMode, *, quiet: bool) -> uvicorn.Con
         log_config=None if quiet else uvicorn.config.LOGGING_CONFIG,
         access_log=not quiet,
         timeout_graceful_shutdown=5,
+        # The app sees the real peer: uvicorn would otherwise replace it with an
+        # X-Forwarded-For entry whenever the peer is loopback (AuditMiddleware's
+        # TrustedProxies decides whom to believe; see docs/security.md).
+        proxy_headers=False,
     )
 
 

@@ -11,6 +11,7 @@ from audit_middleware.request._client_ip import (
     forwarded_for_headers,
     parse_address,
     resolve_client_ip,
+    server_rewrote_peer,
 )
 
 LB = TrustedProxies(["10.0.0.0/8", "fd00::/8"])
@@ -196,3 +197,44 @@ def test_trusted_proxies_rejects_bad_values(
 def test_parse_address(text: str, expected: str | None) -> None:
     parsed = parse_address(text)
     assert (None if parsed is None else str(parsed)) == expected
+
+
+@pytest.mark.parametrize(
+    ("peer", "headers", "rewritten"),
+    [
+        pytest.param(("6.6.6.6", 0), ["6.6.6.6"], True, id="uvicorn: entry without port, port 0"),
+        pytest.param(("6.6.6.6", 4444), ["6.6.6.6:4444"], True, id="uvicorn: entry with port"),
+        pytest.param(("2001:db8::1", 443), ["[2001:db8::1]:443"], True, id="uvicorn: [v6]:port"),
+        pytest.param(("2001:db8::1", 0), ["2001:db8::1, 10.0.0.1"], True, id="v6 left entry"),
+        pytest.param(("6.6.6.6", 80), ["6.6.6.6:+80"], True, id="port as leniently parsed"),
+        pytest.param(("6.6.6.6:99", 0), ["6.6.6.6:99"], True, id="old uvicorn: port 0"),
+        pytest.param(("127.0.0.1", 51000), ["6.6.6.6"], False, id="real peer"),
+        pytest.param(("127.0.0.1", 51000), ["127.0.0.1"], False, id="own address, other port"),
+        pytest.param(("6.6.6.6", 0), [], False, id="no header"),
+        pytest.param(("6.6.6.6", 0), [" "], False, id="empty header"),
+        pytest.param(None, ["6.6.6.6"], False, id="no peer"),
+    ],
+)
+def test_server_rewrote_peer(
+    peer: tuple[str, int] | None, headers: list[str], rewritten: bool
+) -> None:
+    assert server_rewrote_peer(peer, headers) is rewritten
+
+
+@pytest.mark.parametrize(
+    "policy", [NONE, TrustedProxies(["127.0.0.1/32"]), LB, TrustedProxies(hops=1)]
+)
+@pytest.mark.parametrize(
+    ("peer", "headers"),
+    [
+        (("6.6.6.6", 0), ["6.6.6.6"]),
+        (("6.6.6.6", 4444), ["6.6.6.6:4444"]),
+        (("10.0.0.9", 0), ["6.6.6.6, 10.0.0.9"]),  # all trusted by the server: its leftmost
+    ],
+)
+def test_client_ip_peer_rewritten_by_the_server_is_unknown(
+    peer: tuple[str, int], headers: list[str], policy: TrustedProxies
+) -> None:
+    # What uvicorn's default --proxy-headers hands over for a loopback client that sent
+    # X-Forwarded-For: nothing the client wrote is recorded, whatever the policy.
+    assert resolve_client_ip(peer, headers, policy) == ""

@@ -263,13 +263,14 @@ def server_db() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def server(server_db: str) -> Iterator[str]:
-    """``uvicorn --workers 2`` running tests/apps/audited_app.py:create_app on server_db."""
+    """``uvicorn --workers 2 --no-proxy-headers`` running apps/audited_app.py:create_app."""
     port = _free_port()
     env = {**os.environ, "AUDIT_TEST_DATABASE_URL": server_db}
     command = [
         sys.executable, "-m", "uvicorn", "apps.audited_app:create_app", "--factory",
         "--app-dir", str(TESTS_DIR), "--host", "127.0.0.1", "--port", str(port),
         "--workers", "2", "--log-level", "warning",
+        "--no-proxy-headers",  # the documented setting: TrustedProxies reads X-Forwarded-For
     ]  # fmt: skip
     process = subprocess.Popen(command, env=env)
     base = f"http://127.0.0.1:{port}"

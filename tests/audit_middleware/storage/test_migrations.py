@@ -15,7 +15,13 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 
-from audit_middleware import MigrationError, migrate, migrate_command, migrate_sync
+from audit_middleware import (
+    MigrationError,
+    database_roles,
+    migrate,
+    migrate_command,
+    migrate_sync,
+)
 from audit_middleware.storage._migrate import (
     MIGRATION_LOCK_KEY,
     VERSION_TABLE,
@@ -26,6 +32,8 @@ from audit_middleware.storage._migrate import (
 from audit_middleware.storage._tables import metadata
 from audit_middleware.storage._urls import sync_url
 from audit_middleware.storage.migrations.versions.v0001_audit_tables import _create_role
+from audit_middleware.storage.migrations.versions.v0002_least_privilege import DELIVERY_COLUMNS
+from conftest import database_name
 
 
 def libpq(url: str) -> str:
@@ -77,8 +85,11 @@ def test_migrate_command_is_idempotent(database: str, request: pytest.FixtureReq
     url: str = request.getfixturevalue(database)
     first = migrate_command(url)
     second = migrate_command(url)
-    assert "migrated from empty to revision 0001 (head)" in first
-    assert "already at revision 0001 (head), nothing to do" in second
+    assert f"migrated from empty to revision {head_revision()} (head)" in first
+    assert f"already at revision {head_revision()} (head), nothing to do" in second
+    if database == "pg_url":
+        roles = database_roles(database_name(url))
+        assert first.endswith(f"; roles {roles.app} (application), {roles.relay} (relay)")
     assert "\n" not in first + second
     assert schema_diff(url) == []
 
@@ -87,7 +98,7 @@ def test_migrate_command_is_idempotent(database: str, request: pytest.FixtureReq
 async def test_migrate_async_runs_in_a_thread(sqlite_url: str) -> None:
     await migrate(sqlite_url)
     await migrate(sqlite_url)
-    assert head_revision() == "0001"
+    assert head_revision() >= "0002"
     assert schema_diff(sqlite_url) == []
 
 
@@ -98,7 +109,7 @@ def test_migrate_leaves_the_applications_alembic_history_alone(pg_url: str) -> N
     migrate_sync(pg_url)
     with psycopg.connect(libpq(pg_url)) as conn:
         assert conn.execute("SELECT * FROM alembic_version").fetchall() == [("app_rev_17",)]
-        assert conn.execute(f"SELECT * FROM {VERSION_TABLE}").fetchall() == [("0001",)]
+        assert conn.execute(f"SELECT * FROM {VERSION_TABLE}").fetchall() == [(head_revision(),)]
 
 
 def test_migrate_concurrently_on_one_database(pg_url: str) -> None:
@@ -187,33 +198,57 @@ def test_migrate_postgresql_hardening(pg_url: str) -> None:
             " AND NOT tgisinternal ORDER BY tgname"
         ).fetchall()
         assert triggers == [("audit_log_append_only_row",), ("audit_log_append_only_statement",)]
+        roles = database_roles(database_name(pg_url))
         privileges = conn.execute(
             """SELECT r, t, p, has_table_privilege(r, t, p)
-               FROM unnest(ARRAY['auditevt_app', 'auditevt_relay']) r,
-                    unnest(ARRAY['audit_log', 'audit_outbox']) t,
-                    unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE']) p"""
+               FROM unnest(ARRAY[%s, %s, 'auditevt_app', 'auditevt_relay']) r,
+                    unnest(ARRAY['public.audit_log', 'public.audit_outbox']) t,
+                    unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE']) p""",
+            [roles.app, roles.relay],
         ).fetchall()
-        granted = {(r, t, p) for r, t, p, ok in privileges if ok}
+        granted = {(r, t.removeprefix("public."), p) for r, t, p, ok in privileges if ok}
+        # UPDATE on audit_outbox is granted for the delivery columns only (see below).
         assert granted == {
-            ("auditevt_app", "audit_log", "SELECT"),
-            ("auditevt_app", "audit_log", "INSERT"),
-            ("auditevt_app", "audit_outbox", "SELECT"),
-            ("auditevt_app", "audit_outbox", "INSERT"),
-            ("auditevt_app", "audit_outbox", "UPDATE"),
-            ("auditevt_app", "audit_outbox", "DELETE"),
-            ("auditevt_relay", "audit_outbox", "SELECT"),
-            ("auditevt_relay", "audit_outbox", "UPDATE"),
-            ("auditevt_relay", "audit_outbox", "DELETE"),
+            (roles.app, "audit_log", "SELECT"),
+            (roles.app, "audit_log", "INSERT"),
+            (roles.app, "audit_outbox", "SELECT"),
+            (roles.app, "audit_outbox", "INSERT"),
+            (roles.app, "audit_outbox", "DELETE"),
+            (roles.relay, "audit_outbox", "SELECT"),
+            (roles.relay, "audit_outbox", "DELETE"),
         }
-        roles = conn.execute(
-            "SELECT rolname, rolcanlogin, rolsuper, rolbypassrls FROM pg_roles"
-            " WHERE rolname LIKE 'auditevt\\_%' AND rolname IN ('auditevt_app', 'auditevt_relay')"
-            " ORDER BY rolname"
+        updatable = conn.execute(
+            """SELECT r, c FROM unnest(ARRAY[%s, %s, 'auditevt_app', 'auditevt_relay']) r,
+                    information_schema.columns c0, LATERAL (SELECT c0.column_name::text) AS x(c)
+               WHERE c0.table_schema = 'public' AND c0.table_name = 'audit_outbox'
+                 AND has_column_privilege(r, 'public.audit_outbox', c, 'UPDATE')""",
+            [roles.app, roles.relay],
         ).fetchall()
-        assert roles == [
-            ("auditevt_app", False, False, False),
-            ("auditevt_relay", False, False, False),
+        delivery = set(DELIVERY_COLUMNS)
+        assert {c for r, c in updatable if r == roles.app} == delivery
+        assert {c for r, c in updatable if r == roles.relay} == delivery
+        assert delivery.isdisjoint({"payload", "event_id", "organization_id", "audit_id"})
+        assert {r for r, _ in updatable} == {roles.app, roles.relay}  # the shared ones: nothing
+        found = conn.execute(
+            "SELECT rolname, rolcanlogin, rolsuper, rolbypassrls, rolinherit FROM pg_roles"
+            " WHERE rolname IN (%s, %s) ORDER BY rolname",
+            [roles.app, roles.relay],
+        ).fetchall()
+        assert found == [
+            (roles.app, False, False, False, True),
+            (roles.relay, False, False, False, True),
         ]
+        connect = conn.execute(
+            "SELECT r, has_database_privilege(r, current_database(), 'CONNECT')"
+            " FROM unnest(ARRAY[%s, %s, 'auditevt_app', 'auditevt_relay']) r",
+            [roles.app, roles.relay],
+        ).fetchall()
+        assert dict(connect) == {
+            roles.app: True,
+            roles.relay: True,
+            "auditevt_app": False,
+            "auditevt_relay": False,
+        }
 
 
 def test_migrate_sqlite_audit_log_is_append_only(sqlite_url: str) -> None:
@@ -278,5 +313,5 @@ def test_migrate_downgrade_then_upgrade_again(
             assert set(inspect(connection).get_table_names()) == {VERSION_TABLE}
     finally:
         engine.dispose()
-    assert "migrated from empty to revision 0001" in migrate_command(url)
+    assert f"migrated from empty to revision {head_revision()}" in migrate_command(url)
     assert schema_diff(url) == []

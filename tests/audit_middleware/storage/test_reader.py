@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import socket
+import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -15,6 +17,7 @@ from audit_middleware import (
     AuditReader,
     AuditRecord,
     AuditStore,
+    ConfigurationError,
     Cursor,
     Page,
     ReaderError,
@@ -22,6 +25,7 @@ from audit_middleware import (
     migrate,
 )
 from auditevt import Action, ActionContext, Event, Timestamp
+from conftest import as_app_role, fresh_pg_database
 
 BASE = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -55,7 +59,7 @@ async def url(request: pytest.FixtureRequest) -> str:
     if request.param == "postgresql":
         pg_url: str = request.getfixturevalue("pg_url")
         await migrate(pg_url)
-        return f"{pg_url}?options=-crole%3Dauditevt_app"
+        return as_app_role(pg_url)
     sqlite_url: str = request.getfixturevalue("sqlite_url")
     await migrate(sqlite_url)
     return sqlite_url
@@ -107,14 +111,15 @@ async def test_reader_keyset_pages_cover_everything_once(url: str) -> None:
 
 
 @pytest.mark.anyio
-async def test_reader_pages_through_equal_timestamps_by_id(url: str) -> None:
+async def test_reader_pages_through_equal_timestamps_by_event_id(url: str) -> None:
     same = Timestamp.parse("2024-03-01T12:00:00.5Z")
     ids = await write(url, [make_event(n, timestamp=same) for n in range(7)])
     async with AuditReader(url) as reader:
         pages = await all_pages(reader, 1, limit=2)
         cursor = Cursor.decode(pages[0].next_cursor or "")
-    assert [r.event_id for p in pages for r in p.items] == ids[::-1]
+    assert [r.event_id for p in pages for r in p.items] == sorted(ids, reverse=True)
     assert cursor.timestamp == datetime(2024, 3, 1, 12, 0, 0, 500000, tzinfo=UTC)
+    assert cursor.event_id == pages[0].items[-1].event_id
 
 
 @pytest.mark.anyio
@@ -182,7 +187,7 @@ async def test_reader_limit_bounds(url: str) -> None:
         ({"limit": 1001}, ValueError, "limit=1001"),
         ({"limit": "10"}, ValueError, "limit='10'"),
         ({"after": "garbage!"}, ValueError, "after='garbage!'"),
-        ({"after": "MjoxOjE"}, ValueError, "after='MjoxOjE'"),  # "2:1:1", unknown version
+        ({"after": "MzoxOjE"}, ValueError, "after='MzoxOjE'"),  # "3:1:1", unknown version
         ({"after": 12}, TypeError, "after=12"),
     ],
 )
@@ -195,17 +200,23 @@ async def test_reader_rejects_bad_filter_values(
     with pytest.raises(error) as caught:
         await reader.list_events(**arguments)
     assert named in str(caught.value)
+    assert isinstance(caught.value, ConfigurationError)  # a ValueError: the endpoint's 400
 
 
 def test_reader_cursor_round_trips() -> None:
-    cursor = Cursor(timestamp=datetime(2024, 3, 1, 12, 0, 0, 1, tzinfo=UTC), id=2**40)
+    event_id = uuid.UUID("018f3a2e-7b1c-7d2e-9f00-0123456789ab")
+    cursor = Cursor(timestamp=datetime(2024, 3, 1, 12, 0, 0, 1, tzinfo=UTC), event_id=event_id)
     text = cursor.encode()
     assert text.isascii() and "=" not in text and "/" not in text and "+" not in text
     assert Cursor.decode(text) == cursor
     with pytest.raises(ValueError, match="aware"):
-        Cursor(timestamp=datetime(2024, 1, 1), id=1)
-    with pytest.raises(ValueError, match="id=-1"):
-        Cursor(timestamp=datetime(2024, 1, 1, tzinfo=UTC), id=-1)
+        Cursor(timestamp=datetime(2024, 1, 1), event_id=event_id)
+    with pytest.raises(ValueError, match="event_id=-1"):
+        Cursor(timestamp=datetime(2024, 1, 1, tzinfo=UTC), event_id=-1)  # type: ignore[arg-type]
+    # A version-1 cursor (it carried the global audit_log.id) is refused, not misread.
+    old = base64.urlsafe_b64encode(b"1:1709294400000001:1099511627776").decode().rstrip("=")
+    with pytest.raises(ValueError, match="is not a cursor this reader wrote"):
+        Cursor.decode(old)
 
 
 @pytest.mark.anyio
@@ -233,7 +244,7 @@ async def test_reader_shares_an_engine_without_closing_it(sqlite_url: str) -> No
 @pytest.mark.anyio
 async def test_reader_postgresql_scopes_one_read_only_transaction_per_call(pg_url: str) -> None:
     await migrate(pg_url)
-    url = f"{pg_url}?options=-crole%3Dauditevt_app"
+    url = as_app_role(pg_url)
     await write(url, [make_event(n, organization_id=5) for n in range(3)])
     reader = AuditReader(url, pool_size=1, max_overflow=0)
     seen: list[tuple[str, Any, bool]] = []
@@ -253,7 +264,7 @@ async def test_reader_postgresql_scopes_one_read_only_transaction_per_call(pg_ur
     # set_config first, in the same transaction as the query, then the commit ends both.
     assert [(s[0], s[2]) for s in seen] == [
         ("SELECT set_config('auditevt.organization_id',", True),
-        ("SELECT audit_log.id,", True),
+        ("SELECT public.audit_log.id,", True),  # the schema named
         ("COMMIT", True),
     ]
     assert seen[0][1] == {"org": "5"}
@@ -268,7 +279,7 @@ async def test_reader_postgresql_scopes_one_read_only_transaction_per_call(pg_ur
 @pytest.mark.anyio
 async def test_reader_pages_past_unreadable_rows_postgresql(pg_url: str) -> None:
     await migrate(pg_url)
-    app_url = f"{pg_url}?options=-crole%3Dauditevt_app"
+    app_url = as_app_role(pg_url)
     events = [make_event(n) for n in range(9)]
     await write(app_url, events)
     # Rows no Event reads, inserted as the table owner (the log is append-only: insert only).
@@ -302,3 +313,147 @@ async def test_reader_pages_past_unreadable_rows_postgresql(pg_url: str) -> None
     assert "changes: " in unreadable[1].error and "nest deeper than 64" in unreadable[1].error
     assert "Invalid JSON" in unreadable[2].error
     assert all(item.id > 0 and item.inserted_at.tzinfo is not None for item in unreadable)
+
+
+# -- hostile and malformed filters: a ValueError naming the parameter, before any query ------
+
+WRONG_TYPES: list[tuple[str, Any]] = [
+    ("organization_id", 1.0),
+    ("organization_id", None),
+    ("entity_type", 7),
+    ("entity_type", b"patient"),
+    ("entity_id", "5"),
+    ("entity_id", False),
+    ("user_id", 2.0),
+    ("action", 1),
+    ("since", 1709294400),
+    ("until", BASE.date()),
+    ("limit", 10.0),
+    ("after", b"cursor"),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), WRONG_TYPES)
+@pytest.mark.anyio
+async def test_reader_wrongly_typed_filters_raise_value_error_naming_them(
+    url: str, name: str, value: Any
+) -> None:
+    arguments: dict[str, Any] = {"organization_id": 1, name: value}
+    async with AuditReader(url) as reader:
+        with pytest.raises(ValueError, match=f"^{name}=") as caught:
+            await reader.list_events(**arguments)
+    assert isinstance(caught.value, ConfigurationError)  # an AuditError
+    assert isinstance(caught.value, TypeError)  # as before, for callers that catch TypeError
+    assert not isinstance(caught.value, ReaderError)
+
+
+NUL_OR_OVERLONG: list[tuple[str, Any, str]] = [
+    ("entity_type", "patient\x00", "U+0000"),
+    ("entity_type", "\x00", "U+0000"),
+    ("entity_type", "p" * 257, "257 characters"),
+    ("entity_type", "p" * 1_000_000, "1000000 characters"),
+    ("action", "CREATE\x00", "must be one of"),
+    ("action", "C" * 100_000, "must be one of"),
+    ("after", "\x00", "is not a cursor"),
+    ("after", "A" * 100_000, "100000 characters"),
+    ("organization_id", -(2**63) - 1, "outside int64"),
+    ("entity_id", 2**64, "outside int64"),
+    ("user_id", 10**30, "outside int64"),
+    ("since", datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1))), "years 1 to 9999"),
+    ("until", datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-2))), "years 1"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "why"), NUL_OR_OVERLONG)
+@pytest.mark.anyio
+async def test_reader_nul_and_overlong_filters_raise_value_error_naming_them(
+    url: str, name: str, value: Any, why: str
+) -> None:
+    # A NUL reached PostgreSQL before and came back as a database failure (ReaderError, 503).
+    await write(url, [make_event(1)])
+    arguments: dict[str, Any] = {"organization_id": 1, name: value}
+    async with AuditReader(url) as reader:
+        with pytest.raises(ValueError, match=f"^{name}=") as caught:
+            await reader.list_events(**arguments)
+        assert why in str(caught.value)
+        assert len(str(caught.value)) < 300  # the value is named by its start, not repeated
+        assert isinstance(caught.value, ConfigurationError)
+        assert not isinstance(caught.value, ReaderError)
+        assert len((await reader.list_events(1)).items) == 1  # and the reader still works
+
+
+def _other_organizations(n: int) -> list[Event]:
+    return [make_event(k, organization_id=2 + k % 7) for k in range(n)]
+
+
+@pytest.mark.anyio
+async def test_reader_cursors_reveal_nothing_about_other_organizations(
+    request: pytest.FixtureRequest,
+) -> None:
+    # The same events of organization 1, in two databases: one quiet, one where other
+    # organizations wrote 250 rows between each of them. Every cursor organization 1's admin
+    # receives is the same text in both: it cannot tell how much anyone else wrote.
+    ours = [make_event(n) for n in range(6)]
+    event_ids = [uuid.UUID(int=(0x018F << 112) + n) for n in range(6)]
+    cursors: list[list[str | None]] = []
+    for busy in (False, True):
+        with fresh_pg_database("auditevt_reader_leak") as pg_url:
+            await migrate(pg_url)
+            app = as_app_role(pg_url)
+            async with AuditStore.from_url(app) as store:
+                for event, event_id in zip(ours, event_ids, strict=True):
+                    if busy:
+                        for other in _other_organizations(250):
+                            await store.write(other)
+                    await store.write(event, event_id=event_id)
+            async with AuditReader(app) as reader:
+                pages = await all_pages(reader, 1, limit=2)
+            assert [r.event_id for p in pages for r in p.items] == event_ids[::-1]
+            cursors.append([p.next_cursor for p in pages])
+    assert cursors[0] == cursors[1]
+    assert cursors[0][:2] == [
+        Cursor(timestamp=_micros(ours[4]), event_id=event_ids[4]).encode(),
+        Cursor(timestamp=_micros(ours[2]), event_id=event_ids[2]).encode(),
+    ]
+
+
+def _micros(event: Event) -> datetime:
+    moment = event.timestamp.to_datetime().astimezone(UTC)
+    return moment.replace(microsecond=moment.microsecond)
+
+
+@pytest.mark.anyio
+async def test_reader_keyset_query_uses_the_organization_index(pg_url: str) -> None:
+    # 60,000 rows of 30 organizations; a deep page of one is an index range scan, not a sort.
+    await migrate(pg_url)
+    with psycopg.connect(pg_url.replace("postgresql+psycopg://", "postgresql://", 1)) as conn:
+        conn.execute(
+            "INSERT INTO public.audit_log (event_id, action, entity_type, entity_id, user_id,"
+            ' organization_id, ip_address, user_agent, request_path, status_code, "timestamp",'
+            " event_json) SELECT gen_random_uuid(), 'CREATE', 'patient', g, 1, g % 30, '', '',"
+            " '/', 201, timestamptz '2024-01-01' + g * interval '1 second', '{}'"
+            " FROM generate_series(1, 60000) g"
+        )
+        conn.execute("ANALYZE public.audit_log")
+    captured: list[tuple[str, Any]] = []
+    reader = AuditReader(as_app_role(pg_url))
+
+    @sa_event.listens_for(reader.engine.sync_engine, "before_cursor_execute")
+    def _capture(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        if "audit_log" in statement:
+            captured.append((statement, parameters))
+
+    # Before every row: nothing to parse, and the plan is the same as for any deep page.
+    after = Cursor(timestamp=datetime(2023, 12, 31, tzinfo=UTC), event_id=uuid.UUID(int=0))
+    try:
+        await reader.list_events(7, after=after, limit=50)
+    finally:
+        await reader.aclose()
+    ((statement, parameters),) = captured
+    with psycopg.connect(pg_url.replace("postgresql+psycopg://", "postgresql://", 1)) as conn:
+        conn.execute("SELECT set_config('auditevt.organization_id', '7', true)")
+        plan = "\n".join(
+            row[0] for row in conn.execute(f"EXPLAIN {statement}", parameters).fetchall()
+        )
+    assert "ix_audit_log_org_ts_event" in plan, plan
+    assert "Sort" not in plan, plan

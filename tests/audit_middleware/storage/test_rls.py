@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import uuid
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from psycopg import errors
 
 from audit_middleware import AuditReader, AuditStore, migrate_sync
 from auditevt import Action, Event, Timestamp
+from conftest import app_role, as_app_role, fresh_pg_database
 
 ORGANIZATIONS = [*range(1, 50), 2**62]  # 50 organizations, one with a large id
 PER_ORGANIZATION = 4
@@ -24,12 +24,12 @@ def libpq(url: str) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
-def as_app_role(url: str) -> str:
-    """Connect as postgres, acting as auditevt_app from the first statement on."""
-    return f"{url}?options=-crole%3Dauditevt_app"
+APP = "app"  # connect(url) acts as the database's application role
 
 
-def connect(url: str, role: str | None = "auditevt_app") -> psycopg.Connection[Any]:
+def connect(url: str, role: str | None = APP) -> psycopg.Connection[Any]:
+    if role == APP:
+        role = app_role(url)
     options = {} if role is None else {"options": f"-c role={role}"}
     return psycopg.connect(libpq(url), **options)
 
@@ -53,18 +53,10 @@ def make_event(organization_id: int, n: int) -> Event:
 def seeded_url() -> Iterator[str]:
     """One migrated database for this module, holding PER_ORGANIZATION events of each
     organization, interleaved. Its tests only read it (or prove they cannot change it)."""
-    admin = os.environ.get("AUDITEVT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-    name = f"auditevt_test_rls_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1) + "/" + name
-    try:
+    with fresh_pg_database("auditevt_test_rls") as url:
         migrate_sync(url)
         asyncio.run(_seed(url))
         yield url
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def _seed(url: str) -> None:
@@ -116,7 +108,7 @@ def test_rls_bare_select_with_no_organization_set_returns_no_rows(
     seeded_url: str,
 ) -> None:
     with connect(seeded_url) as conn:
-        assert conn.execute("SELECT current_user").fetchone() == ("auditevt_app",)
+        assert conn.execute("SELECT current_user").fetchone() == (app_role(seeded_url),)
         assert conn.execute("SELECT * FROM audit_log").fetchall() == []
         assert conn.execute("SELECT count(*) FROM audit_log").fetchone() == (0,)
         assert conn.execute("SELECT * FROM audit_log WHERE organization_id = 1").fetchall() == []

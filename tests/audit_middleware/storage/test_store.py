@@ -27,8 +27,7 @@ from audit_middleware import (
 )
 from audit_middleware.storage._tables import AUDIT_LOG, AUDIT_OUTBOX
 from auditevt import Action, ActionContext, Event, Timestamp
-
-APP_ROLE_OPTION = "options=-crole%3Dauditevt_app"
+from conftest import app_role, as_app_role
 
 
 def make_event(**overrides: Any) -> Event:
@@ -47,11 +46,6 @@ def make_event(**overrides: Any) -> Event:
     }
     fields.update(overrides)
     return Event(**fields)
-
-
-def as_app_role(url: str) -> str:
-    """The same database, connected as postgres but acting as auditevt_app (SET ROLE)."""
-    return f"{url}?{APP_ROLE_OPTION}"
 
 
 def libpq(url: str) -> str:
@@ -333,7 +327,7 @@ async def test_store_check_warns_for_owner_without_force(
     await migrate(pg_url)
     owner = f"auditevt_owner_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(libpq(pg_url), autocommit=True) as conn:
-        conn.execute(f"CREATE ROLE {owner} NOLOGIN IN ROLE auditevt_app")
+        conn.execute(f"CREATE ROLE {owner} NOLOGIN IN ROLE {app_role(pg_url)}")
         conn.execute(f"ALTER TABLE audit_log OWNER TO {owner}")
     try:
         url = f"{pg_url}?options=-crole%3D{owner}"

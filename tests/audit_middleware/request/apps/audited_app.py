@@ -6,7 +6,8 @@ Authentication is simulated inside the handlers (as a FastAPI dependency would d
 response starts, not when the request arrives.
 
 ``create_app()`` is the factory uvicorn runs (``--factory``) in the cross-process tests; it reads
-``AUDIT_TEST_DATABASE_URL`` and trusts 127.0.0.1 as a proxy.
+``AUDIT_TEST_DATABASE_URL`` and trusts the networks in ``AUDIT_TEST_TRUSTED_PROXIES``
+(comma-separated; 127.0.0.1 when unset, nobody when empty) as proxies.
 """
 
 from __future__ import annotations
@@ -232,7 +233,9 @@ def create_app() -> Starlette:
         finally:
             await store.aclose()
 
-    config = AuditConfig(trusted_proxies=TrustedProxies(["127.0.0.1/32"]))
+    networks = os.environ.get("AUDIT_TEST_TRUSTED_PROXIES", "127.0.0.1/32")
+    trusted = TrustedProxies([n for n in networks.split(",") if n])
+    config = AuditConfig(trusted_proxies=trusted)
     return Starlette(
         routes=ROUTES,
         middleware=[Middleware(AuditMiddleware, sink=store, config=config)],
