@@ -1,0 +1,408 @@
+"""What ``record(changes=...)`` accepts, how it is encoded, and how much of it is kept.
+
+At the call, on the event loop, :func:`prepare_changes` walks ``changes`` once, and stops early:
+
+- it refuses what cannot be written (``ValueError`` or ``TypeError`` naming the path and the
+  value): NaN and the infinities, numbers beyond float64 (Go reads numbers into float64),
+  strings with lone surrogates, non-string keys other than ints, naive datetimes, nesting
+  deeper than ``MAX_CHANGES_DEPTH``, and types that are not JSON;
+- it encodes the values users naturally pass as Go's ``encoding/json`` would see them (see
+  :func:`prepare_changes`);
+- it counts elements and bytes as it goes, and once either passes its :class:`ChangesLimits`
+  it stops: the value is kept as :class:`Oversized`, whose summary (size, top-level keys, SHA-256
+  of the redacted content) is computed off the event loop, in a worker thread, when the event is
+  built. The work done on the loop per request is thus bounded by the limits, whatever arrives.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import enum
+import hashlib
+import json
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from itertools import islice
+from typing import Any
+
+import anyio.to_thread
+from pydantic_core import PydanticCustomError
+
+from auditevt._jsonvalue import check_json_value
+
+__all__ = ["MAX_CHANGES_DEPTH", "ChangesLimits", "Oversized", "prepare_changes", "settle_changes"]
+
+# TODO(lead): import auditevt.MAX_CHANGES_DEPTH once the contract branch has landed on main, so
+# record() and the Event enforce one limit (the same value, 64: {} is 1, {"a": [1]} is 2).
+MAX_CHANGES_DEPTH = 64
+"""Deepest nesting of arrays and objects in ``changes``: ``{}`` is 1, ``{"a": [1]}`` is 2."""
+
+_MAX_SHOWN = 80  # characters of a bad value (or key) quoted in an error message
+_BATCH = 1024  # elements encoded by one json.dumps call off the loop (it holds the GIL)
+_FLOAT64_MAX = 1.7976931348623157e308
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChangesLimits:
+    """How much of ``changes`` one request may record; past a limit it becomes a summary."""
+
+    max_bytes: int = 256 * 1024
+    """Size of ``changes`` in bytes (UTF-8 of its strings and keys, plus punctuation)."""
+    max_elements: int = 10_000
+    """Values in ``changes`` in total (every object member and array item, at any depth)."""
+    max_summary_keys: int = 32
+    """Top-level keys (each cut to 64 characters) listed in the summary of an oversized one."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_bytes", "max_elements", "max_summary_keys"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 0:
+                raise ValueError(f"ChangesLimits({name}={value!r}): must be an int >= 0")
+
+
+class _Exceeded(Exception):
+    """Internal: a limit was passed; the walk stops."""
+
+
+@dataclass(frozen=True)
+class Oversized:
+    """``changes`` past a limit: kept as given, summarised off the loop when the event is built."""
+
+    value: Any
+    """What the handler passed, unchanged (not encoded past the point the walk stopped)."""
+    reason: str
+    """Which limit it passed, e.g. ``"more than 10000 elements (max_elements)"``."""
+    limits: ChangesLimits
+    """The limits in force at the call."""
+
+    def summary(self, redaction: Callable[[Any], Any]) -> dict[str, Any]:
+        """``{"$oversized": {...}}``: reason, type, size and SHA-256 of the redacted content,
+        top-level length and keys. Heavy: run it in a worker thread."""
+        value = self.value
+        info: dict[str, Any] = {"reason": self.reason}
+        if isinstance(value, Mapping):
+            info["type"] = "object"
+            info["length"] = len(value)
+            shown = [str(key)[:64] for key in islice(value, self.limits.max_summary_keys)]
+            try:
+                info["keys"] = redaction(shown)
+            except Exception:  # a custom redactor that cannot take a list: show no keys
+                info["keys"] = []
+        elif isinstance(value, list | tuple | set | frozenset):
+            info["type"] = "array"
+            info["length"] = len(value)
+        else:
+            info["type"] = "string" if isinstance(value, str) else type(value).__name__
+        try:
+            redacted = redaction(value)
+            digest = hashlib.sha256()
+            size = 0
+            for chunk in _chunks(redacted):
+                data = chunk.encode("utf-8", "surrogatepass")
+                size += len(data)
+                digest.update(data)
+            info["bytes"] = size
+            info["sha256"] = digest.hexdigest()
+        except Exception as exc:  # never lose the event over its summary
+            info["bytes"] = None
+            info["sha256"] = None
+            info["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+        return {"$oversized": info}
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, set | frozenset):
+        items = list(value)
+        with contextlib.suppress(TypeError):
+            items.sort()
+        return items
+    try:
+        return _encode_natural(value, ())
+    except (TypeError, ValueError):
+        return f"<{type(value).__name__}>"
+
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_json_default).encode
+
+
+def _small(value: Any, budget: int) -> int:
+    """``budget`` less the elements in ``value``; negative once it has more (stops there)."""
+    if type(value) is dict:
+        items: Any = value.values()
+    elif type(value) is list:
+        items = value
+    else:
+        return budget
+    for item in items:
+        budget -= 1
+        if budget < 0:
+            return budget
+        if type(item) is dict or type(item) is list:
+            budget = _small(item, budget)
+            if budget < 0:
+                return budget
+    return budget
+
+
+def _chunks(value: Any) -> Iterator[str]:
+    """``value`` as compact JSON text (as json.dumps writes it), in pieces of bounded work:
+    one json.dumps call holds the GIL, so none is given more than about ``_BATCH`` elements."""
+    if not (type(value) is dict or type(value) is list) or _small(value, _BATCH) >= 0:
+        yield _dumps(value)
+        return
+    is_dict = type(value) is dict
+    yield "{" if is_dict else "["
+    first = True
+    batch: list[Any] = []
+    weight = 0
+
+    def flush() -> Iterator[str]:
+        nonlocal first, batch, weight
+        if batch:
+            text = _dumps(dict(batch) if is_dict else batch)[1:-1]
+            yield text if first else "," + text
+            first, batch, weight = False, [], 0
+
+    pairs: Any = value.items() if type(value) is dict else ((None, item) for item in value)
+    for key, item in pairs:
+        left = _small(item, _BATCH)
+        if left >= 0:
+            size = _BATCH - left + 1
+            if weight + size > _BATCH:
+                yield from flush()
+            batch.append((key, item) if is_dict else item)
+            weight += size
+            continue
+        yield from flush()
+        if not first:
+            yield ","
+        first = False
+        if is_dict:
+            yield _dumps({key: 0})[1:-3] + ":"  # the key as json.dumps spells it
+        yield from _chunks(item)
+    yield from flush()
+    yield "}" if is_dict else "]"
+
+
+# -- the walk at the call --------------------------------------------------------------------
+
+Path = tuple[Any, ...]  # (parent path, key or index), built cheaply; spelled only on error
+
+
+def _spell(path: Path) -> str:
+    parts: list[str] = []
+    while path:
+        path, step = path
+        if type(step) is int:
+            parts.append(f"[{step}]")
+        elif isinstance(step, str) and step.isidentifier() and len(step) <= 64:
+            parts.append(f".{step}")
+        else:
+            parts.append(f"[{_show(step)}]")
+    return "changes" + "".join(reversed(parts))
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
+
+
+def _bad_value(path: Path, value: Any, why: str) -> ValueError:
+    return ValueError(f"record(changes=...): {_spell(path)} = {_show(value)}: {why}")
+
+
+def _bad_type(path: Path, value: Any, why: str) -> TypeError:
+    return TypeError(f"record(changes=...): {_spell(path)} = {_show(value)}: {why}")
+
+
+def _rfc3339(value: dt.datetime, path: Path) -> str:
+    offset = value.utcoffset()
+    if offset is None:
+        raise _bad_value(
+            path, value, "a naive datetime has no UTC offset; pass an aware one (tzinfo=...)"
+        )
+    if offset.microseconds or offset.seconds % 60:
+        raise _bad_value(path, value, "RFC 3339 cannot write a UTC offset with seconds")
+    text = value.strftime("%Y-%m-%dT%H:%M:%S")
+    if value.microsecond:
+        text += f".{value.microsecond:06d}".rstrip("0")
+    if not offset:
+        return text + "Z"
+    minutes = int(offset.total_seconds()) // 60
+    sign = "+" if minutes >= 0 else "-"
+    hours, minutes = divmod(abs(minutes), 60)
+    return f"{text}{sign}{hours:02d}:{minutes:02d}"
+
+
+def _decimal(value: Decimal, path: Path) -> int | float:
+    if not value.is_finite():
+        raise _bad_value(path, value, "is not a JSON number")
+    if abs(value) > Decimal(_FLOAT64_MAX):
+        raise _bad_value(path, value, "is beyond float64, which Go reads numbers into")
+    if value == value.to_integral_value():
+        return int(value)
+    return float(value)
+
+
+def _encode_natural(value: Any, path: Path) -> Any:
+    """A non-JSON Python value as Go would see it (not containers; see _walk)."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, dt.datetime):
+        return _rfc3339(value, path)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, Decimal):
+        return _decimal(value, path)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(value).decode("ascii")  # as Go encodes a []byte
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    raise _bad_type(
+        path,
+        value,
+        f"a value of type {type(value).__name__} is not JSON; pass dicts, lists, str, int, "
+        "float, bool, None, datetime, date, UUID, Decimal, enums, bytes, tuples or sets",
+    )
+
+
+class _Walk:
+    __slots__ = ("bytes_left", "elements_left", "limits")
+
+    def __init__(self, limits: ChangesLimits) -> None:
+        self.limits = limits
+        self.bytes_left = limits.max_bytes
+        self.elements_left = limits.max_elements
+
+    def spend(self, size: int) -> None:
+        self.bytes_left -= size
+        if self.bytes_left < 0:
+            raise _Exceeded(f"more than {self.limits.max_bytes} bytes (max_bytes)")
+
+    def count(self, elements: int) -> None:
+        self.elements_left -= elements
+        if self.elements_left < 0:
+            raise _Exceeded(f"more than {self.limits.max_elements} elements (max_elements)")
+
+    def text(self, value: str, path: Path) -> str:
+        if len(value) > self.bytes_left:
+            self.spend(len(value))  # at least that many bytes: no need to look further
+        if value.isascii():
+            self.spend(len(value) + 2)
+            return value
+        try:
+            check_json_value(value, "")
+        except PydanticCustomError:
+            raise _bad_value(
+                path, value, "holds a lone surrogate, which is not valid Unicode"
+            ) from None
+        self.spend(len(value.encode("utf-8")) + 2)
+        return value
+
+    def scalar(self, value: Any, path: Path) -> Any:
+        try:
+            check_json_value(value, "")
+        except PydanticCustomError:
+            why = (
+                "is beyond float64, which Go reads numbers into"
+                if type(value) is int
+                else "is not a JSON number (Go cannot read NaN or the infinities)"
+            )
+            raise _bad_value(path, value, why) from None
+        self.spend(5 if type(value) is int else 24)
+        return value
+
+    def key(self, key: Any, path: Path) -> str:
+        if type(key) is not str:
+            if isinstance(key, enum.Enum):
+                key = key.value
+            if isinstance(key, str):
+                key = str.__str__(key)
+            elif isinstance(key, int) and not isinstance(key, bool):
+                key = str(int(key))  # as Go writes a map[int]T's keys
+            else:
+                raise _bad_type((path, key), key, "an object key must be a str (or an int)")
+        return self.text(key, (path, key))
+
+    def value(self, value: Any, path: Path, depth: int) -> Any:
+        kind = type(value)
+        if kind is str:
+            return self.text(value, path)
+        if value is None or kind is bool:
+            self.spend(5)
+            return value
+        if kind is int or kind is float:
+            return self.scalar(value, path)
+        if kind is dict or kind is list or kind is tuple:
+            return self.container(value, path, depth)
+        if isinstance(value, Mapping | list | tuple | set | frozenset):
+            return self.container(value, path, depth)
+        return self.value(_encode_natural(value, path), path, depth)
+
+    def container(self, value: Any, path: Path, depth: int) -> Any:
+        if depth >= MAX_CHANGES_DEPTH:
+            raise _bad_value(
+                path,
+                value,
+                f"arrays and objects nest deeper than {MAX_CHANGES_DEPTH} levels "
+                "(MAX_CHANGES_DEPTH)",
+            )
+        depth += 1
+        self.count(len(value))  # early exit: a million keys cost one len() here
+        self.spend(2)
+        if isinstance(value, Mapping):
+            result: dict[str, Any] = {}
+            for key, item in value.items():
+                name = self.key(key, path)
+                if name in result:
+                    raise _bad_value(
+                        (path, key), key, f"two keys of this object both read {name!r}"
+                    )
+                result[name] = self.value(item, (path, name), depth)
+            return result
+        items = [self.value(item, (path, i), depth) for i, item in enumerate(value)]
+        if isinstance(value, set | frozenset):
+            with contextlib.suppress(TypeError):  # mixed types: kept in iteration order
+                items.sort()
+        return items
+
+
+def prepare_changes(changes: Any, limits: ChangesLimits) -> Any:
+    """``changes`` checked and encoded for the event, or :class:`Oversized` past a limit.
+
+    Encoded as Go's ``encoding/json`` would see them: an aware ``datetime`` as RFC 3339 text
+    (``2026-12-01T09:30:00.5+01:00``, ``Z`` for UTC), a ``date`` as ``2026-12-01``, a ``UUID`` as
+    its hyphenated text, a finite ``Decimal`` as a number (an int when integral), an enum by its
+    value, tuples as arrays, sets as arrays (sorted when their items sort), ``bytes`` as base64
+    text (as Go writes a ``[]byte``), any ``Mapping`` as an object and int keys as their decimal
+    text. Raises ``ValueError``/``TypeError`` naming the path and the value otherwise.
+    """
+    walk = _Walk(limits)
+    try:
+        return walk.value(changes, (), 0)
+    except _Exceeded as exceeded:
+        return Oversized(changes, str(exceeded), limits)
+
+
+async def settle_changes(changes: Any, redaction: Callable[[Any], Any]) -> Any:
+    """The ``changes`` to write: redacted on the loop (bounded by the limits), or, when
+    oversized, its summary computed in a worker thread so the loop never stalls on it."""
+    if changes is None:
+        return None
+    if isinstance(changes, Oversized):
+        return await anyio.to_thread.run_sync(changes.summary, redaction)
+    return redaction(changes)
