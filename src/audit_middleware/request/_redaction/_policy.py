@@ -227,7 +227,9 @@ class RedactionPolicy:
     def _redact_text(self, text: str, depth: int, in_string: int) -> str:
         if len(text) < 4:
             return text
-        head = text.lstrip()[:1]
+        head = text[0]
+        if head.isspace():
+            head = text.lstrip()[:1]
         if (head == "{" or head == "[") and in_string < _MAX_JSON_IN_STRING:
             try:
                 parsed = json.loads(text)
