@@ -10,8 +10,9 @@ At the call, on the event loop, :func:`prepare_changes` walks ``changes`` once, 
   :func:`prepare_changes`);
 - it counts elements and bytes as it goes, and once either passes its :class:`ChangesLimits`
   it stops: the value is kept as :class:`Oversized`, whose summary (size, top-level keys, SHA-256
-  of the redacted content) is computed off the event loop, in a worker thread, when the event is
-  built. The work done on the loop per request is thus bounded by the limits, whatever arrives.
+  of the redacted content) is computed when the event is built, in slices that yield to the
+  event loop (``_summary``). No step of the work per request blocks the loop for long,
+  whatever arrives.
 """
 
 from __future__ import annotations
@@ -20,21 +21,23 @@ import base64
 import contextlib
 import datetime as dt
 import enum
-import hashlib
-import json
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from itertools import islice
 from typing import Any
 
-import anyio.to_thread
 from pydantic_core import PydanticCustomError
 
 from auditevt._jsonvalue import check_json_value
 
-__all__ = ["MAX_CHANGES_DEPTH", "ChangesLimits", "Oversized", "prepare_changes", "settle_changes"]
+__all__ = [
+    "MAX_CHANGES_DEPTH",
+    "ChangesLimits",
+    "Oversized",
+    "encode_natural",
+    "prepare_changes",
+]
 
 # TODO(lead): import auditevt.MAX_CHANGES_DEPTH once the contract branch has landed on main, so
 # record() and the Event enforce one limit (the same value, 64: {} is 1, {"a": [1]} is 2).
@@ -42,7 +45,6 @@ MAX_CHANGES_DEPTH = 64
 """Deepest nesting of arrays and objects in ``changes``: ``{}`` is 1, ``{"a": [1]}`` is 2."""
 
 _MAX_SHOWN = 80  # characters of a bad value (or key) quoted in an error message
-_BATCH = 1024  # elements encoded by one json.dumps call off the loop (it holds the GIL)
 _FLOAT64_MAX = 1.7976931348623157e308
 
 
@@ -70,7 +72,7 @@ class _Exceeded(Exception):
 
 @dataclass(frozen=True)
 class Oversized:
-    """``changes`` past a limit: kept as given, summarised off the loop when the event is built."""
+    """``changes`` past a limit: kept as given, summarised when the event is built."""
 
     value: Any
     """What the handler passed, unchanged (not encoded past the point the walk stopped)."""
@@ -78,116 +80,6 @@ class Oversized:
     """Which limit it passed, e.g. ``"more than 10000 elements (max_elements)"``."""
     limits: ChangesLimits
     """The limits in force at the call."""
-
-    def summary(self, redaction: Callable[[Any], Any]) -> dict[str, Any]:
-        """``{"$oversized": {...}}``: reason, type, size and SHA-256 of the redacted content,
-        top-level length and keys. Heavy: run it in a worker thread."""
-        value = self.value
-        info: dict[str, Any] = {"reason": self.reason}
-        if isinstance(value, Mapping):
-            info["type"] = "object"
-            info["length"] = len(value)
-            shown = [str(key)[:64] for key in islice(value, self.limits.max_summary_keys)]
-            try:
-                info["keys"] = redaction(shown)
-            except Exception:  # a custom redactor that cannot take a list: show no keys
-                info["keys"] = []
-        elif isinstance(value, list | tuple | set | frozenset):
-            info["type"] = "array"
-            info["length"] = len(value)
-        else:
-            info["type"] = "string" if isinstance(value, str) else type(value).__name__
-        try:
-            redacted = redaction(value)
-            digest = hashlib.sha256()
-            size = 0
-            for chunk in _chunks(redacted):
-                data = chunk.encode("utf-8", "surrogatepass")
-                size += len(data)
-                digest.update(data)
-            info["bytes"] = size
-            info["sha256"] = digest.hexdigest()
-        except Exception as exc:  # never lose the event over its summary
-            info["bytes"] = None
-            info["sha256"] = None
-            info["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
-        return {"$oversized": info}
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return dict(value)
-    if isinstance(value, set | frozenset):
-        items = list(value)
-        with contextlib.suppress(TypeError):
-            items.sort()
-        return items
-    try:
-        return _encode_natural(value, ())
-    except (TypeError, ValueError):
-        return f"<{type(value).__name__}>"
-
-
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_json_default).encode
-
-
-def _small(value: Any, budget: int) -> int:
-    """``budget`` less the elements in ``value``; negative once it has more (stops there)."""
-    if type(value) is dict:
-        items: Any = value.values()
-    elif type(value) is list:
-        items = value
-    else:
-        return budget
-    for item in items:
-        budget -= 1
-        if budget < 0:
-            return budget
-        if type(item) is dict or type(item) is list:
-            budget = _small(item, budget)
-            if budget < 0:
-                return budget
-    return budget
-
-
-def _chunks(value: Any) -> Iterator[str]:
-    """``value`` as compact JSON text (as json.dumps writes it), in pieces of bounded work:
-    one json.dumps call holds the GIL, so none is given more than about ``_BATCH`` elements."""
-    if not (type(value) is dict or type(value) is list) or _small(value, _BATCH) >= 0:
-        yield _dumps(value)
-        return
-    is_dict = type(value) is dict
-    yield "{" if is_dict else "["
-    first = True
-    batch: list[Any] = []
-    weight = 0
-
-    def flush() -> Iterator[str]:
-        nonlocal first, batch, weight
-        if batch:
-            text = _dumps(dict(batch) if is_dict else batch)[1:-1]
-            yield text if first else "," + text
-            first, batch, weight = False, [], 0
-
-    pairs: Any = value.items() if type(value) is dict else ((None, item) for item in value)
-    for key, item in pairs:
-        left = _small(item, _BATCH)
-        if left >= 0:
-            size = _BATCH - left + 1
-            if weight + size > _BATCH:
-                yield from flush()
-            batch.append((key, item) if is_dict else item)
-            weight += size
-            continue
-        yield from flush()
-        if not first:
-            yield ","
-        first = False
-        if is_dict:
-            yield _dumps({key: 0})[1:-3] + ":"  # the key as json.dumps spells it
-        yield from _chunks(item)
-    yield from flush()
-    yield "}" if is_dict else "]"
 
 
 # -- the walk at the call --------------------------------------------------------------------
@@ -250,7 +142,7 @@ def _decimal(value: Decimal, path: Path) -> int | float:
     return float(value)
 
 
-def _encode_natural(value: Any, path: Path) -> Any:
+def encode_natural(value: Any, path: Path) -> Any:
     """A non-JSON Python value as Go would see it (not containers; see _walk)."""
     if isinstance(value, enum.Enum):
         return value.value
@@ -351,7 +243,7 @@ class _Walk:
             return self.container(value, path, depth)
         if isinstance(value, Mapping | list | tuple | set | frozenset):
             return self.container(value, path, depth)
-        return self.value(_encode_natural(value, path), path, depth)
+        return self.value(encode_natural(value, path), path, depth)
 
     def container(self, value: Any, path: Path, depth: int) -> Any:
         if depth >= MAX_CHANGES_DEPTH:
@@ -396,13 +288,3 @@ def prepare_changes(changes: Any, limits: ChangesLimits) -> Any:
         return walk.value(changes, (), 0)
     except _Exceeded as exceeded:
         return Oversized(changes, str(exceeded), limits)
-
-
-async def settle_changes(changes: Any, redaction: Callable[[Any], Any]) -> Any:
-    """The ``changes`` to write: redacted on the loop (bounded by the limits), or, when
-    oversized, its summary computed in a worker thread so the loop never stalls on it."""
-    if changes is None:
-        return None
-    if isinstance(changes, Oversized):
-        return await anyio.to_thread.run_sync(changes.summary, redaction)
-    return redaction(changes)

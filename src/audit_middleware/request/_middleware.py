@@ -29,12 +29,13 @@ from uuid import UUID
 import anyio
 
 from audit_middleware._ratelimit_log import RateLimitedLog
-from audit_middleware.request._changes import ChangesLimits, settle_changes
+from audit_middleware.request._changes import ChangesLimits
 from audit_middleware.request._client_ip import TrustedProxies, resolve_client_ip
 from audit_middleware.request._context import STATE_KEY, RequestAudit, reset_current, set_current
 from audit_middleware.request._entity import EntityResolver, route_entity
 from audit_middleware.request._metrics import AuditStats, track
 from audit_middleware.request._redaction import RedactionPolicy, Redactor
+from audit_middleware.request._summary import settle_changes
 from auditevt import Action, ActionContext, Event, Timestamp
 
 __all__ = [
@@ -399,7 +400,7 @@ class AuditMiddleware:
                     resolved = config.identity_resolver(scope)
                     if inspect.isawaitable(resolved):
                         resolved = await resolved
-                # Redacted here (an oversized one summarised in a worker thread), not in _build.
+                # Redacted here (an oversized one summarised in slices), not in _build.
                 audit.changes = await settle_changes(audit.changes, config.redaction)
                 event = self._build(scope, audit, action, path, timestamp, status, resolved)
                 if event is None:

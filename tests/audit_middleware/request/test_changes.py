@@ -6,11 +6,12 @@ import datetime as dt
 import enum
 import hashlib
 import json
-import threading
 import uuid
 from decimal import Decimal
 from typing import Any
 
+import anyio
+import anyio.lowlevel
 import pytest
 
 from audit_middleware import AuditConfig, record
@@ -19,10 +20,10 @@ from audit_middleware.request._changes import (
     ChangesLimits,
     Oversized,
     prepare_changes,
-    settle_changes,
 )
 from audit_middleware.request._context import STATE_KEY, RequestAudit
 from audit_middleware.request._redaction import RedactionPolicy
+from audit_middleware.request._summary import settle_changes
 
 
 def scope_for(audit: RequestAudit) -> dict[str, Any]:
@@ -148,11 +149,12 @@ def test_limits_make_a_summary_not_an_error() -> None:
     assert isinstance(nested_many, Oversized)
 
 
-def test_summary_holds_size_keys_and_digest_of_the_redacted_content() -> None:
+@pytest.mark.anyio
+async def test_summary_holds_size_keys_and_digest_of_the_redacted_content() -> None:
     value = {"password": "hunter2", **{f"k{i}": f"v{i}" for i in range(500)}, "note": "x"}
     oversized = prepare_changes(value, ChangesLimits(max_elements=100, max_summary_keys=3))
     assert isinstance(oversized, Oversized)
-    summary = oversized.summary(RedactionPolicy())
+    summary = await settle_changes(oversized, RedactionPolicy())
     info = summary["$oversized"]
     redacted = RedactionPolicy()(value)
     encoded = json.dumps(redacted, ensure_ascii=False, separators=(",", ":")).encode()
@@ -167,37 +169,63 @@ def test_summary_holds_size_keys_and_digest_of_the_redacted_content() -> None:
     assert "hunter2" not in json.dumps(summary)
 
 
-def test_summary_never_fails() -> None:
+@pytest.mark.anyio
+async def test_summary_never_fails() -> None:
     # Past the limit nothing was checked: NaN, sets and naive datetimes still get a digest.
     value = [float("nan"), {3, 1}, dt.datetime(2026, 1, 1)] * 100
     oversized = prepare_changes(value, ChangesLimits(max_elements=10))
     assert isinstance(oversized, Oversized)
-    info = oversized.summary(RedactionPolicy())["$oversized"]
+    info = (await settle_changes(oversized, RedactionPolicy()))["$oversized"]
     assert info["type"] == "array" and info["length"] == 300 and len(info["sha256"]) == 64
 
     def broken(changes: Any) -> Any:
         raise RuntimeError("redactor bug")
 
-    info = oversized.summary(broken)["$oversized"]
+    info = (await settle_changes(oversized, broken))["$oversized"]
     assert info["sha256"] is None and info["error"] == "RuntimeError: redactor bug"
 
 
 @pytest.mark.anyio
-async def test_oversized_changes_are_summarised_off_the_event_loop() -> None:
-    threads: list[threading.Thread] = []
+async def test_a_big_summary_yields_to_the_event_loop_while_it_works() -> None:
     policy = RedactionPolicy()
-
-    def redaction(changes: Any) -> Any:
-        threads.append(threading.current_thread())
-        return policy(changes)
-
     small = prepare_changes({"a": 1}, ChangesLimits())
-    assert await settle_changes(small, redaction) == {"a": 1}
-    assert threads == [threading.main_thread()]
-    oversized = prepare_changes(list(range(200)), ChangesLimits(max_elements=100))
-    settled = await settle_changes(oversized, redaction)
-    assert settled["$oversized"]["length"] == 200
-    assert threading.main_thread() not in threads[1:] and len(threads) >= 2
+    assert await settle_changes(small, policy) == {"a": 1}
+    value = {f"key{i}": {"n": i, "password": "x"} for i in range(100_000)}
+    oversized = prepare_changes(value, ChangesLimits())
+    ticks = 0
+    done = False
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done:
+            ticks += 1
+            await anyio.lowlevel.checkpoint()
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(ticker)
+        await anyio.lowlevel.checkpoint()
+        before = ticks
+        settled = await settle_changes(oversized, policy)
+        done = True
+    # Without slices the ticker could not have run while the summary was computed.
+    assert ticks - before >= 2
+    encoded = json.dumps(policy(value), separators=(",", ":")).encode()
+    assert settled["$oversized"]["sha256"] == hashlib.sha256(encoded).hexdigest()
+
+
+@pytest.mark.anyio
+async def test_summary_of_huge_members_and_strings() -> None:
+    policy = RedactionPolicy()
+    value = {
+        "password": list(range(5000)),  # big, under a sensitive key: replaced whole
+        "rows": [{"token": "t", "n": i} for i in range(3000)],
+        "note": "abc " * 50_000,  # a long string: redacted piece by piece
+    }
+    oversized = prepare_changes(value, ChangesLimits(max_elements=100))
+    settled = await settle_changes(oversized, policy)
+    encoded = json.dumps(policy(value), ensure_ascii=False, separators=(",", ":")).encode()
+    assert settled["$oversized"]["bytes"] == len(encoded)
+    assert settled["$oversized"]["sha256"] == hashlib.sha256(encoded).hexdigest()
 
 
 def test_the_walk_at_the_call_stops_at_the_limit() -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from functools import lru_cache
 
 __all__ = ["CONFUSABLES", "DEFAULT_FRAGMENTS", "DEFAULT_KEYS", "normalise_key", "words"]
 
@@ -135,16 +134,28 @@ def _unicode_words(text: str) -> list[str]:
     return found
 
 
-@lru_cache(maxsize=4096)
+# Keys come from code, so a few thousand cover an app. Filled once and never evicted: an
+# evicting cache churned by a million hostile keys would promote its entries to the garbage
+# collector's oldest generation and set off full collections (stalls of 100 ms and more).
+_WORDS_CACHE: dict[str, tuple[str, ...]] = {}
+_WORDS_CACHE_SIZE = 4096
+
+
 def words(key: str) -> tuple[str, ...]:
     """``key`` as its normalised words: ``"X-Auth_Token"`` -> ``("x", "auth", "token")``."""
-    if not key.isascii():
-        key = _fold(key)
-    if key.isascii():
-        return tuple(
-            word.lower() for part in _SEPARATORS.split(key) for word in _WORD.findall(part)
+    found = _WORDS_CACHE.get(key)
+    if found is not None:
+        return found
+    text = key if key.isascii() else _fold(key)
+    if text.isascii():
+        found = tuple(
+            word.lower() for part in _SEPARATORS.split(text) for word in _WORD.findall(part)
         )
-    return tuple(word.casefold() for word in _unicode_words(key))
+    else:
+        found = tuple(word.casefold() for word in _unicode_words(text))
+    if len(_WORDS_CACHE) < _WORDS_CACHE_SIZE:
+        _WORDS_CACHE[key] = found
+    return found
 
 
 def normalise_key(key: str) -> str:
