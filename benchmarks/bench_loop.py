@@ -6,9 +6,9 @@ temporary directory). A watchdog task on the same loop sleeps 1 ms at a time and
 late each wake-up is; the longest lateness while the request is processed is the stall. The body
 is parsed once, before any measurement (the app's own ``json.loads`` of 16 MB is the app's cost,
 not the middleware's); the same request through the same app without the middleware, and a
-control that keeps the loop as busy as the audited request did (plain Python work in 1 ms slices, for as
-long), are reported beside it: on a shared machine the control shows what the machine alone
-stalls a busy process by. Goal: <= 50 ms in ``--quick``.
+control that keeps the loop as busy as the audited request did (plain Python work in 1 ms
+slices, for as long), are reported beside it: on a shared machine the control shows what the
+machine alone stalls a busy process by. Goal: <= 50 ms in ``--quick``.
 
 **Hot path.** The per-call cost of the default ``RedactionPolicy`` on a typical small
 ``changes`` (two dicts of five fields, a note, a timestamp), side by side, alternately, with the
