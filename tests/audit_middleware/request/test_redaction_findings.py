@@ -204,3 +204,15 @@ def test_hostile_keys_do_not_grow_the_cache() -> None:
     policy = RedactionPolicy()
     policy({f"k{i}": i for i in range(10_000)})
     assert len(policy._cache) <= 4096
+
+
+def test_security_doc_lists_exactly_the_default_words() -> None:
+    import re
+    from pathlib import Path
+
+    from audit_middleware.request._redaction import DEFAULT_FRAGMENTS
+
+    doc = (Path(__file__).parents[3] / "docs" / "security.md").read_text(encoding="utf-8")
+    for marker, expected in (("keys", DEFAULT_KEYS), ("fragments", DEFAULT_FRAGMENTS)):
+        block = doc.split(f"<!-- redaction-{marker} -->", 1)[1].split("<!--", 1)[0]
+        assert re.findall(r"`([^`]+)`", block) == sorted(expected)
