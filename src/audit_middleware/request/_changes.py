@@ -2,9 +2,9 @@
 
 At the call, on the event loop, :func:`prepare_changes` walks ``changes`` once, and stops early:
 
-- it refuses what cannot be written (``ValueError`` or ``TypeError`` naming the path and the
-  value): NaN and the infinities, numbers beyond float64 (Go reads numbers into float64),
-  strings with lone surrogates, non-string keys other than ints, naive datetimes, nesting
+- it refuses what cannot be written (``ConfigurationError``, also a ``ValueError`` and a
+  ``TypeError``, naming the path and the value): NaN and the infinities, numbers beyond
+  float64 (Go reads numbers into float64), strings with lone surrogates, non-string keys other than ints, naive datetimes, nesting
   deeper than ``MAX_CHANGES_DEPTH``, and types that are not JSON;
 - it encodes the values users naturally pass as Go's ``encoding/json`` would see them (see
   :func:`prepare_changes`);
@@ -29,6 +29,7 @@ from typing import Any
 
 from pydantic_core import PydanticCustomError
 
+from audit_middleware._exceptions import ConfigurationError
 from auditevt._jsonvalue import check_json_value
 
 __all__ = [
@@ -63,7 +64,9 @@ class ChangesLimits:
         for name in ("max_bytes", "max_elements", "max_summary_keys"):
             value = getattr(self, name)
             if type(value) is not int or value < 0:
-                raise ValueError(f"ChangesLimits({name}={value!r}): must be an int >= 0")
+                raise ConfigurationError(
+                    f"ChangesLimits({name}={value!r}): must be an int >= 0"
+                )
 
 
 class _Exceeded(Exception):
@@ -105,12 +108,12 @@ def _show(value: Any) -> str:
     return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
 
 
-def _bad_value(path: Path, value: Any, why: str) -> ValueError:
-    return ValueError(f"record(changes=...): {_spell(path)} = {_show(value)}: {why}")
+def _bad_value(path: Path, value: Any, why: str) -> ConfigurationError:
+    # ConfigurationError is a ValueError and a TypeError: either clause catches it.
+    return ConfigurationError(f"record(changes=...): {_spell(path)} = {_show(value)}: {why}")
 
 
-def _bad_type(path: Path, value: Any, why: str) -> TypeError:
-    return TypeError(f"record(changes=...): {_spell(path)} = {_show(value)}: {why}")
+_bad_type = _bad_value
 
 
 def _rfc3339(value: dt.datetime, path: Path) -> str:
@@ -281,7 +284,8 @@ def prepare_changes(changes: Any, limits: ChangesLimits) -> Any:
     its hyphenated text, a finite ``Decimal`` as a number (an int when integral), an enum by its
     value, tuples as arrays, sets as arrays (sorted when their items sort), ``bytes`` as base64
     text (as Go writes a ``[]byte``), any ``Mapping`` as an object and int keys as their decimal
-    text. Raises ``ValueError``/``TypeError`` naming the path and the value otherwise.
+    text. Raises ``ConfigurationError`` (a ``ValueError`` and a ``TypeError``) naming the path
+    and the value otherwise.
     """
     walk = _Walk(limits)
     try:

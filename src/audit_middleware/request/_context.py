@@ -89,10 +89,11 @@ def record(
     Returns ``True`` when the values were stored for an audited request and ``False`` when the
     middleware does not audit this request (a GET, an excluded path). Raises ``RuntimeError``
     when no ``AuditMiddleware`` handles the request, or when the response has already started
-    (the event is written by then, so the values would be lost); ``ValueError`` or
-    ``TypeError`` naming the path and the value when ``changes`` cannot be written (NaN,
-    Infinity, a number beyond float64, a lone surrogate, a naive datetime, nesting deeper than
-    ``MAX_CHANGES_DEPTH``, a type that is not JSON), so the error is in the handler's traceback.
+    (the event is written by then, so the values would be lost); ``ConfigurationError`` (a
+    ``ValueError`` and a ``TypeError``) naming the path and the value when ``changes`` cannot
+    be written (NaN, Infinity, a number beyond float64, a lone surrogate, a naive datetime,
+    nesting deeper than ``MAX_CHANGES_DEPTH``, a type that is not JSON), so the error is in the
+    handler's traceback.
     """
     audit = _find(request_or_scope)
     if audit is None:

@@ -263,3 +263,15 @@ def test_config_takes_limits() -> None:
     assert AuditConfig().changes_limits == ChangesLimits()
     with pytest.raises(TypeError, match="changes_limits"):
         AuditConfig(changes_limits={"max_bytes": 1})  # type: ignore[arg-type]
+
+
+def test_refusals_are_configuration_errors() -> None:
+    from audit_middleware import AuditError, ConfigurationError
+
+    with pytest.raises(ConfigurationError) as raised:
+        prepare_changes({"n": float("nan")}, ChangesLimits())
+    assert isinstance(raised.value, AuditError | ValueError | TypeError)
+    with pytest.raises(ConfigurationError):
+        prepare_changes({"o": object()}, ChangesLimits())
+    with pytest.raises(ConfigurationError):
+        ChangesLimits(max_bytes=-1)

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
+from audit_middleware._exceptions import ConfigurationError
 from audit_middleware.request._redaction._keys import (
     DEFAULT_FRAGMENTS,
     DEFAULT_KEYS,
@@ -65,14 +66,16 @@ _PLAIN, _SENSITIVE, _NAME, _VALUE = 0, 1, 2, 3
 
 def _normalised_set(names: Iterable[str], what: str) -> frozenset[str]:
     if isinstance(names, str):
-        raise TypeError(f"{what} must be a collection of strings, not the string {names!r}")
+        raise ConfigurationError(
+            f"{what} must be a collection of strings, not the string {names!r}"
+        )
     result: set[str] = set()
     for name in names:
         if not isinstance(name, str):
-            raise TypeError(f"{what} holds {name!r}, which is not a string")
+            raise ConfigurationError(f"{what} holds {name!r}, which is not a string")
         normalised = normalise_key(name)
         if not normalised:
-            raise ValueError(f"{what} holds {name!r}, which has no letters or digits")
+            raise ConfigurationError(f"{what} holds {name!r}, which has no letters or digits")
         result.add(normalised)
     return frozenset(result)
 
@@ -116,9 +119,11 @@ class RedactionPolicy:
         pair_values: Iterable[str] = DEFAULT_PAIR_VALUES,
     ) -> None:
         if replacement is not None and not isinstance(replacement, str | int | float | bool):
-            raise TypeError(f"replacement={replacement!r} must be a string, number, bool or None")
+            raise ConfigurationError(
+                f"replacement={replacement!r} must be a string, number, bool or None"
+            )
         if not isinstance(detect_values, bool):
-            raise TypeError(f"detect_values={detect_values!r} must be a bool")
+            raise ConfigurationError(f"detect_values={detect_values!r} must be a bool")
         set_ = object.__setattr__
         set_(self, "keys", _normalised_set(keys, "keys"))
         set_(self, "fragments", _normalised_set(fragments, "fragments"))
