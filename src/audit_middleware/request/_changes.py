@@ -4,8 +4,9 @@ At the call, on the event loop, :func:`prepare_changes` walks ``changes`` once, 
 
 - it refuses what cannot be written (``ConfigurationError``, also a ``ValueError`` and a
   ``TypeError``, naming the path and the value): NaN and the infinities, numbers beyond
-  float64 (Go reads numbers into float64), strings with lone surrogates, non-string keys other than ints, naive datetimes, nesting
-  deeper than ``MAX_CHANGES_DEPTH``, and types that are not JSON;
+  float64 (Go reads numbers into float64), strings with lone surrogates, non-string keys
+  other than ints, naive datetimes, nesting deeper than ``MAX_CHANGES_DEPTH``, and types that
+  are not JSON;
 - it encodes the values users naturally pass as Go's ``encoding/json`` would see them (see
   :func:`prepare_changes`);
 - it counts elements and bytes as it goes, and once either passes its :class:`ChangesLimits`
