@@ -220,7 +220,17 @@ class RedactionPolicy:
                 names.append(item)
             elif kind == _VALUE:
                 values.append(key)
-            result[key] = self._redact(item, depth, in_string)
+            item_kind = type(item)
+            if item_kind is str:  # the common case, inlined: short text holds no secret
+                result[key] = (
+                    self._redact_text(item, depth, in_string)
+                    if len(item) >= 4 and self.detect_values
+                    else item
+                )
+            elif item_kind in _SCALARS:
+                result[key] = item
+            else:
+                result[key] = self._redact(item, depth, in_string)
         if names and values:
             for name in names:
                 if type(name) is str and self._kind(name) == _SENSITIVE:

@@ -55,7 +55,6 @@ _TOKENS = re.compile(
 # or an authorization scheme's name. str's own methods check them far faster than a regular
 # expression scans text, so prose and short values skip _TOKENS altogether.
 _LONG_WORD = 16
-_SCHEME_HINTS = ("bearer", "basic", "token", "digest", "negotiate", "apikey", "api-key")
 # RFC 3339 / ISO 8601 date and time text (what record() makes of a datetime): nothing to find.
 _TIMESTAMP = re.compile(
     r"\d{4}-\d\d-\d\d(?:[T ]\d\d:\d\d(?::\d\d(?:\.\d+)?)?(?:Z|[+-]\d\d:\d\d)?)?\Z"
@@ -162,12 +161,20 @@ def _may_hold_token(text: str) -> bool:
     if "://" in text or "-----BEGIN" in text:
         return True
     parts = text.split()
-    if any(len(part) >= _LONG_WORD for part in parts):
+    if max(map(len, parts), default=0) >= _LONG_WORD:
         return True
     if len(parts) < 2:
         return False
     lowered = text.lower()
-    return any(hint in lowered for hint in _SCHEME_HINTS)
+    return (  # _SCHEMES, unrolled: a str search each, far cheaper than a regex scan
+        "bearer" in lowered
+        or "basic" in lowered
+        or "token" in lowered
+        or "digest" in lowered
+        or "negotiate" in lowered
+        or "apikey" in lowered
+        or "api-key" in lowered
+    )
 
 
 def mask_text(text: str, mask: str, sensitive_name: SensitiveName) -> str:
