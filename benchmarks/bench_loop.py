@@ -14,6 +14,9 @@ machine alone stalls a busy process by. Goal: <= 50 ms in ``--quick``.
 ``changes`` (two dicts of five fields, a note, a timestamp), side by side, alternately, with the
 keys-only policy it replaced (``_baseline_redaction.py``, a copy of it), in one run:
 ``middleware.redaction_us`` and ``middleware.redaction_baseline_us``.
+
+**At the limits.** ``middleware.loop_stall_at_limits_ms``: the same watchdog while a request
+records 9,990 distinct keys, just inside the default ``ChangesLimits``, so stored as content.
 """
 
 from __future__ import annotations
@@ -98,6 +101,18 @@ async def _busy(seconds: float) -> float:
     return seconds
 
 
+_collections: list[tuple[int, float]] = []  # (generation, seconds) of each garbage collection
+_collection_started = 0.0
+
+
+def _on_collection(phase: str, info: dict[str, Any]) -> None:
+    global _collection_started
+    if phase == "start":
+        _collection_started = time.perf_counter()
+    else:
+        _collections.append((info["generation"], time.perf_counter() - _collection_started))
+
+
 async def _stall_during(work: Callable[[], Awaitable[float]]) -> tuple[float, float]:
     """(longest loop stall in seconds, the work's own result) while ``work`` runs."""
     worst = 0.0
@@ -115,6 +130,7 @@ async def _stall_during(work: Callable[[], Awaitable[float]]) -> tuple[float, fl
     task = asyncio.create_task(watchdog())
     await asyncio.sleep(0.01)  # the watchdog is ticking
     worst = 0.0
+    _collections.clear()
     try:
         wall = await work()
     finally:
@@ -137,18 +153,31 @@ async def _measure_stall(rounds: int) -> dict[str, Any]:
             gc.collect()
             stalls: dict[str, list[float]] = {"audited": [], "bare": [], "busy": []}
             walls: list[float] = []
+            collections: list[float] = []  # the longest full garbage collection per round
+            gc.callbacks.append(_on_collection)
             for _ in range(rounds):
                 stall, wall = await _stall_during(lambda: _one_request(audited))
                 stalls["audited"].append(stall)
                 walls.append(wall)
+                full = [seconds for generation, seconds in _collections if generation == 2]
+                collections.append(round(max(full, default=0.0) * 1000, 1))
                 stalls["bare"].append((await _stall_during(lambda: _one_request(bare)))[0])
                 stalls["busy"].append((await _stall_during(lambda w=wall: _busy(w)))[0])
+            # Just inside the default limits: 9,990 distinct keys, each new to the policy.
+            at_limit = {f"field_{i}_{i * 7919 % 100_003:05d}": i for i in range(9_990)}
+            stalls["at_limits"] = []
+            for _ in range(rounds):
+                app = AuditMiddleware(make_app(at_limit, audited=True), sink=store)
+                stalls["at_limits"].append((await _stall_during(lambda a=app: _one_request(a)))[0])
             async with store.engine.connect() as conn:
-                row = (
-                    await conn.exec_driver_sql("SELECT changes FROM audit_log ORDER BY id DESC")
-                ).first()
-    summary = json.loads(row[0]) if row is not None else None
-    return {"size": size, "stalls": stalls, "walls": walls, "summary": summary}
+                rows = (await conn.exec_driver_sql("SELECT changes FROM audit_log")).all()
+    summaries = [json.loads(row[0]) for row in rows if row[0] and "$oversized" in row[0][:20]]
+    summary = summaries[0] if summaries else None
+    gc.callbacks.remove(_on_collection)
+    return {
+        "size": size, "stalls": stalls, "walls": walls, "summary": summary,
+        "full_collections_ms": collections,
+    }  # fmt: skip
 
 
 def _hot_path(quick: bool) -> dict[str, Any]:
@@ -185,9 +214,16 @@ def run(quick: bool) -> list[dict[str, Any]]:
              # busy process sees from the machine alone (other processes, the scheduler).
              "control_busy_stalls_ms": [round(s * 1000, 1) for s in stalls["busy"]],
              "request_wall_s": [round(w, 2) for w in result["walls"]],
+             # The longest full (generation 2) garbage collection during each audited request:
+             # it walks the whole process heap and stalls the loop whoever triggered it.
+             "full_gc_ms": result["full_collections_ms"],
              "recorded_as": {k: info.get(k) for k in ("reason", "length", "bytes")},
              "store": "AuditStore on SQLite", "goal": "<= 50",
          }},
+        {"name": "middleware.loop_stall_at_limits_ms",
+         "value": round(max(stalls["at_limits"]) * 1000, 1), "unit": "ms",
+         "detail": {"keys": 9_990, "recorded_as": "content (inside ChangesLimits())",
+                    "stalls_ms": [round(s * 1000, 1) for s in stalls["at_limits"]]}},
         {"name": "middleware.redaction_us", "value": round(hot["new"], 2), "unit": "us",
          "detail": {"changes": "two 5-field dicts, a note, a timestamp",
                     "baseline_us": round(hot["old"], 2),

@@ -28,6 +28,7 @@ from itertools import islice
 from typing import Any
 
 import anyio.lowlevel
+import anyio.to_thread
 
 from audit_middleware.request._changes import ChangesLimits, Oversized, encode_natural
 
@@ -37,6 +38,8 @@ _SLICE = 0.001  # seconds of work between two yields to the event loop
 _BATCH = 128  # weight of the members redacted and encoded by one redactor call
 _PIECE = 1 << 16  # characters of a longer string redacted at a time
 _PROBE = "\x00audit_middleware.probe\x00"
+# Heavier changes than this (elements, strings by length) are redacted in a worker thread.
+_INLINE = 256
 
 
 def _json_default(value: Any) -> Any:
@@ -175,10 +178,17 @@ async def summarize(
 
 
 async def settle_changes(changes: Any, redaction: Callable[[Any], Any]) -> Any:
-    """The ``changes`` to write: redacted (work bounded by the limits), or, when oversized, its
-    summary (computed in slices that yield to the event loop)."""
+    """The ``changes`` to write: redacted, or, when oversized, its summary.
+
+    Small ``changes`` (the common case) are redacted on the loop: a thread would cost more than
+    the work. Larger ones, up to the limits, are redacted in one call in a worker thread: the
+    result is exact, and a Python-level walk gives the GIL back to the loop every switch
+    interval (5 ms). An oversized one is summarised in slices on the loop (module doc).
+    """
     if changes is None:
         return None
     if isinstance(changes, Oversized):
         return await summarize(changes.value, changes.reason, changes.limits, redaction)
+    if _weight(changes, _INLINE) < 0:
+        return await anyio.to_thread.run_sync(redaction, changes)
     return redaction(changes)

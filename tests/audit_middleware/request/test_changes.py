@@ -275,3 +275,28 @@ def test_refusals_are_configuration_errors() -> None:
         prepare_changes({"o": object()}, ChangesLimits())
     with pytest.raises(ConfigurationError):
         ChangesLimits(max_bytes=-1)
+
+
+@pytest.mark.anyio
+async def test_small_changes_are_redacted_inline_larger_ones_in_a_worker_thread() -> None:
+    import threading
+
+    threads: list[threading.Thread] = []
+    policy = RedactionPolicy()
+
+    def redaction(changes: Any) -> Any:
+        threads.append(threading.current_thread())
+        return policy(changes)
+
+    small = prepare_changes({"password": "x", "n": list(range(20))}, ChangesLimits())
+    assert await settle_changes(small, redaction) == {
+        "password": "[REDACTED]",
+        "n": list(range(20)),
+    }
+    larger = prepare_changes({"password": "x", "n": list(range(5000))}, ChangesLimits())
+    assert await settle_changes(larger, redaction) == {
+        "password": "[REDACTED]",
+        "n": list(range(5000)),
+    }
+    assert threads[0] is threading.current_thread()
+    assert threads[1] is not threading.current_thread()

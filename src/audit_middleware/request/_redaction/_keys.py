@@ -134,18 +134,10 @@ def _unicode_words(text: str) -> list[str]:
     return found
 
 
-# Keys come from code, so a few thousand cover an app. Filled once and never evicted: an
-# evicting cache churned by a million hostile keys would promote its entries to the garbage
-# collector's oldest generation and set off full collections (stalls of 100 ms and more).
-_WORDS_CACHE: dict[str, tuple[str, ...]] = {}
-_WORDS_CACHE_SIZE = 4096
-
-
 def words(key: str) -> tuple[str, ...]:
     """``key`` as its normalised words: ``"X-Auth_Token"`` -> ``("x", "auth", "token")``."""
-    found = _WORDS_CACHE.get(key)
-    if found is not None:
-        return found
+    # Not cached here: RedactionPolicy caches what it concluded per key (an int), and a cache
+    # of tuples churned by hostile keys would set off full garbage collections.
     text = key if key.isascii() else _fold(key)
     if text.isascii():
         found = tuple(
@@ -153,8 +145,6 @@ def words(key: str) -> tuple[str, ...]:
         )
     else:
         found = tuple(word.casefold() for word in _unicode_words(text))
-    if len(_WORDS_CACHE) < _WORDS_CACHE_SIZE:
-        _WORDS_CACHE[key] = found
     return found
 
 

@@ -23,11 +23,13 @@ Matching whole words keeps ordinary fields such as ``secretary``, ``classname`` 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from audit_middleware._exceptions import ConfigurationError
+from audit_middleware.request._changes import MAX_CHANGES_DEPTH
 from audit_middleware.request._redaction._keys import (
     DEFAULT_FRAGMENTS,
     DEFAULT_KEYS,
@@ -54,9 +56,9 @@ DEFAULT_PAIR_VALUES: frozenset[str] = frozenset(
 
 _MAX_RUN = 3
 _CACHE_SIZE = 4096
-# Deeper than the contract lets changes nest (auditevt's MAX_CHANGES_DEPTH): a subtree this deep
-# cannot be written anyway, and is replaced rather than walked further.
-_MAX_DEPTH = 64
+# Deeper than changes may nest (MAX_CHANGES_DEPTH): such a subtree cannot be written anyway, and
+# is replaced rather than walked further.
+_MAX_DEPTH = MAX_CHANGES_DEPTH
 # JSON held in a string held in a string ...: parsed at most this many levels down.
 _MAX_JSON_IN_STRING = 4
 _SCALARS = frozenset({int, float, bool, type(None)})
@@ -106,6 +108,7 @@ class RedactionPolicy:
     pair_values: frozenset[str]
     """Value-like members of such a pair, replaced when the name is sensitive."""
     _mask: str = field(repr=False, compare=False, hash=False)
+    _fragment_pattern: re.Pattern[str] | None = field(repr=False, compare=False, hash=False)
     _cache: dict[str, int] = field(repr=False, compare=False, hash=False)
 
     def __init__(
@@ -133,6 +136,14 @@ class RedactionPolicy:
         set_(self, "pair_values", _normalised_set(pair_values, "pair_values"))
         # Inside a string, a non-string replacement would change the string's meaning.
         set_(self, "_mask", replacement if isinstance(replacement, str) else "[REDACTED]")
+        # One alternation of literals: cheaper than a substring test per fragment.
+        set_(
+            self,
+            "_fragment_pattern",
+            re.compile("|".join(map(re.escape, sorted(self.fragments))))
+            if self.fragments
+            else None,
+        )
         set_(self, "_cache", {})
 
     def extend(self, keys: Iterable[str] = (), *, fragments: Iterable[str] = ()) -> RedactionPolicy:
@@ -155,7 +166,10 @@ class RedactionPolicy:
                 if run in keys or run in extra:
                     return True
         joined = "".join(key_words)
-        return joined in keys or any(part in joined for part in self.fragments)
+        if joined in keys:
+            return True
+        pattern = self._fragment_pattern
+        return pattern is not None and pattern.search(joined) is not None
 
     def is_sensitive(self, key: str) -> bool:
         """Whether the value under ``key`` is replaced."""
@@ -177,8 +191,12 @@ class RedactionPolicy:
                 if joined in self.pair_values
                 else _PLAIN
             )
-        if len(self._cache) < _CACHE_SIZE:  # never let hostile keys grow it freely
-            self._cache[key] = kind
+        cache = self._cache
+        if len(cache) >= _CACHE_SIZE:
+            # Never let hostile keys grow it freely, nor keep it: an app's own keys come back.
+            # (It maps str to int, which the garbage collector does not track: no churn there.)
+            cache.clear()
+        cache[key] = kind
         return kind
 
     def _sensitive_name(self, name: str, in_query: bool) -> bool:
