@@ -188,7 +188,9 @@ class AuditConfig:
             if not isinstance(value, str) or not value:
                 raise ValueError(f"{name}={value!r} must be a non-empty string")
         if not isinstance(self.trusted_proxies, TrustedProxies):
-            raise TypeError(f"trusted_proxies={self.trusted_proxies!r} must be a TrustedProxies")
+            raise TypeError(
+                f"trusted_proxies={self.trusted_proxies!r} must be a TrustedProxies"
+            )
         if not callable(self.redaction):
             raise TypeError(f"redaction={self.redaction!r} must be callable")
         if not isinstance(self.changes_limits, ChangesLimits):
