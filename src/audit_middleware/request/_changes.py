@@ -54,9 +54,9 @@ _FLOAT64_MAX = 1.7976931348623157e308
 class ChangesLimits:
     """How much of ``changes`` one request may record; past a limit it becomes a summary."""
 
-    max_bytes: int = 256 * 1024
+    max_bytes: int = 128 * 1024
     """Size of ``changes`` in bytes (UTF-8 of its strings and keys, plus punctuation)."""
-    max_elements: int = 10_000
+    max_elements: int = 5_000
     """Values in ``changes`` in total (every object member and array item, at any depth)."""
     max_summary_keys: int = 32
     """Top-level keys (each cut to 64 characters) listed in the summary of an oversized one."""
@@ -81,7 +81,7 @@ class Oversized:
     value: Any
     """What the handler passed, unchanged (not encoded past the point the walk stopped)."""
     reason: str
-    """Which limit it passed, e.g. ``"more than 10000 elements (max_elements)"``."""
+    """Which limit it passed, e.g. ``"more than 5000 elements (max_elements)"``."""
     limits: ChangesLimits
     """The limits in force at the call."""
 
