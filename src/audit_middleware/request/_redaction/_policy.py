@@ -239,12 +239,16 @@ class RedactionPolicy:
             elif kind == _VALUE:
                 values.append(key)
             item_kind = type(item)
-            if item_kind is str:  # the common case, inlined: short text holds no secret
-                result[key] = (
-                    self._redact_text(item, depth, in_string)
-                    if len(item) >= 4 and self.detect_values
-                    else item
-                )
+            if item_kind is str:
+                # The common case, inlined: a short word with no separator holds no secret
+                # (the same test mask_text starts with).
+                if (
+                    (len(item) < 16 and " " not in item and ":" not in item and "=" not in item)
+                    or not self.detect_values
+                ):
+                    result[key] = item
+                else:
+                    result[key] = self._redact_text(item, depth, in_string)
             elif item_kind in _SCALARS:
                 result[key] = item
             else:
