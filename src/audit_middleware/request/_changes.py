@@ -31,6 +31,7 @@ from typing import Any
 from pydantic_core import PydanticCustomError
 
 from audit_middleware._exceptions import ConfigurationError
+from auditevt import MAX_CHANGES_DEPTH
 from auditevt._jsonvalue import check_json_value
 
 __all__ = [
@@ -40,11 +41,6 @@ __all__ = [
     "encode_natural",
     "prepare_changes",
 ]
-
-# TODO(lead): import auditevt.MAX_CHANGES_DEPTH once the contract branch has landed on main, so
-# record() and the Event enforce one limit (the same value, 64: {} is 1, {"a": [1]} is 2).
-MAX_CHANGES_DEPTH = 64
-"""Deepest nesting of arrays and objects in ``changes``: ``{}`` is 1, ``{"a": [1]}`` is 2."""
 
 _MAX_SHOWN = 80  # characters of a bad value (or key) quoted in an error message
 _FLOAT64_MAX = 1.7976931348623157e308
@@ -255,7 +251,7 @@ class _Walk:
                 path,
                 value,
                 f"arrays and objects nest deeper than {MAX_CHANGES_DEPTH} levels "
-                "(MAX_CHANGES_DEPTH)",
+                "(auditevt.MAX_CHANGES_DEPTH)",
             )
         depth += 1
         self.count(len(value))  # early exit: a million keys cost one len() here
