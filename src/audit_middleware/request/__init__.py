@@ -4,6 +4,7 @@ Client IP by a trusted-proxy rule, entity from the route, identity from request 
 resolver, redaction of ``changes``; nothing here touches a database (the sink does).
 """
 
+from audit_middleware.request._changes import ChangesLimits
 from audit_middleware.request._client_ip import TrustedProxies, resolve_client_ip
 from audit_middleware.request._context import record
 from audit_middleware.request._entity import EntityResolver, route_entity
@@ -23,6 +24,7 @@ __all__ = [
     "AuditMiddleware",
     "AuditSink",
     "AuditStats",
+    "ChangesLimits",
     "EntityResolver",
     "IdentityResolver",
     "RedactionPolicy",

@@ -11,10 +11,14 @@ from collections.abc import MutableMapping
 from contextvars import ContextVar, Token
 from typing import Any
 
+from audit_middleware.request._changes import ChangesLimits, prepare_changes
+
 __all__ = ["STATE_KEY", "RequestAudit", "record"]
 
 STATE_KEY = "audit_middleware.request"
 """The ``scope["state"]`` key holding the request's :class:`RequestAudit`."""
+
+_DEFAULT_LIMITS = ChangesLimits()
 
 _current: ContextVar[RequestAudit | None] = ContextVar("audit_middleware.request", default=None)
 
@@ -22,10 +26,12 @@ _current: ContextVar[RequestAudit | None] = ContextVar("audit_middleware.request
 class RequestAudit:
     """Per-request values a handler may set; read once, when the response starts."""
 
-    __slots__ = ("audited", "changes", "entity_id", "entity_type", "sealed", "skip")
+    __slots__ = ("audited", "changes", "entity_id", "entity_type", "limits", "sealed", "skip")
 
-    def __init__(self, *, audited: bool) -> None:
+    def __init__(self, *, audited: bool, limits: ChangesLimits | None = None) -> None:
         self.audited = audited
+        # How much of changes record() keeps (AuditConfig.changes_limits).
+        self.limits = _DEFAULT_LIMITS if limits is None else limits
         self.entity_type: str | None = None
         self.entity_id: int | None = None
         self.changes: Any = None
@@ -68,8 +74,11 @@ def record(
     """Tell the audit middleware what this request did; call it from the handler.
 
     - ``entity_type`` / ``entity_id`` replace what the middleware derived from the route;
-    - ``changes`` is any JSON value (dicts, lists, strings, numbers, bools); secrets in it are
-      redacted by the configured policy before it is written;
+    - ``changes`` is any JSON value (dicts, lists, strings, numbers, bools, None), or values
+      encoded as Go reads them (aware datetime and date as RFC 3339 text, UUID as text,
+      Decimal as a number, enums by value, tuples and sets as arrays, bytes as base64); secrets
+      in it are redacted by the configured policy before it is written, and past the
+      configured ``ChangesLimits`` it is recorded as a summary (size, top-level keys, SHA-256);
     - ``skip=True`` leaves this request out of the audit log (for a mutating route that changes
       nothing worth auditing; prefer excluding the route in ``AuditConfig``).
 
@@ -80,7 +89,11 @@ def record(
     Returns ``True`` when the values were stored for an audited request and ``False`` when the
     middleware does not audit this request (a GET, an excluded path). Raises ``RuntimeError``
     when no ``AuditMiddleware`` handles the request, or when the response has already started
-    (the event is written by then, so the values would be lost).
+    (the event is written by then, so the values would be lost); ``ConfigurationError`` (a
+    ``ValueError`` and a ``TypeError``) naming the path and the value when ``changes`` cannot
+    be written (NaN, Infinity, a number beyond float64, a lone surrogate, a naive datetime,
+    nesting deeper than ``MAX_CHANGES_DEPTH``, a type that is not JSON), so the error is in the
+    handler's traceback.
     """
     audit = _find(request_or_scope)
     if audit is None:
@@ -99,6 +112,9 @@ def record(
             "record() was called after the response started: the audit event is already "
             "written; call it before returning the response"
         )
+    if changes is not None:
+        # Checked and encoded here, before anything is stored: a bad value fails the call.
+        changes = prepare_changes(changes, audit.limits)
     if entity_type is not None:
         audit.entity_type = entity_type
     if entity_id is not None:

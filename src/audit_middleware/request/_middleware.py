@@ -29,6 +29,7 @@ from uuid import UUID
 import anyio
 
 from audit_middleware._ratelimit_log import RateLimitedLog
+from audit_middleware.request._changes import ChangesLimits
 from audit_middleware.request._client_ip import (
     TrustedProxies,
     resolve_client_ip,
@@ -38,6 +39,7 @@ from audit_middleware.request._context import STATE_KEY, RequestAudit, reset_cur
 from audit_middleware.request._entity import EntityResolver, route_entity
 from audit_middleware.request._metrics import AuditStats, track
 from audit_middleware.request._redaction import RedactionPolicy, Redactor
+from audit_middleware.request._summary import settle_changes
 from auditevt import Action, ActionContext, Event, Timestamp
 
 __all__ = [
@@ -141,6 +143,8 @@ class AuditConfig:
     """Which peers may speak for the client in X-Forwarded-For; the default trusts none."""
     redaction: Redactor = field(default_factory=RedactionPolicy)
     """Applied to ``changes`` before anything is written."""
+    changes_limits: ChangesLimits = field(default_factory=ChangesLimits)
+    """How much of ``changes`` a request may record; past it, a summary is recorded."""
     max_user_agent_length: int = 512
     """User-Agent is cut to this many characters."""
     on_missing_organization: Literal["audit", "skip"] = "audit"
@@ -188,9 +192,13 @@ class AuditConfig:
             if not isinstance(value, str) or not value:
                 raise ValueError(f"{name}={value!r} must be a non-empty string")
         if not isinstance(self.trusted_proxies, TrustedProxies):
-            raise TypeError(f"trusted_proxies={self.trusted_proxies!r} must be a TrustedProxies")
+            raise TypeError(
+                f"trusted_proxies={self.trusted_proxies!r} must be a TrustedProxies"
+            )
         if not callable(self.redaction):
             raise TypeError(f"redaction={self.redaction!r} must be callable")
+        if not isinstance(self.changes_limits, ChangesLimits):
+            raise TypeError(f"changes_limits={self.changes_limits!r} must be a ChangesLimits")
         if type(self.max_user_agent_length) is not int or self.max_user_agent_length < 0:
             raise ValueError(
                 f"max_user_agent_length={self.max_user_agent_length!r} must be an int >= 0"
@@ -295,7 +303,7 @@ class AuditMiddleware:
             track(self.stats, self)
         action = self.config.methods.get(scope["method"])
         audited = action is not None and self._audited_path(scope["path"])
-        audit = RequestAudit(audited=audited)
+        audit = RequestAudit(audited=audited, limits=self.config.changes_limits)
         # Created here, before anything below can copy the scope, so that the handler's
         # request.state writes land in the dict this middleware reads.
         state = scope.get("state")
@@ -399,6 +407,8 @@ class AuditMiddleware:
                     resolved = config.identity_resolver(scope)
                     if inspect.isawaitable(resolved):
                         resolved = await resolved
+                # Redacted here (an oversized one summarised in slices), not in _build.
+                audit.changes = await settle_changes(audit.changes, config.redaction)
                 event = self._build(scope, audit, action, path, timestamp, status, resolved)
                 if event is None:
                     self.stats.skipped += 1
@@ -509,9 +519,6 @@ class AuditMiddleware:
             elif name == b"x-forwarded-for":
                 forwarded_for.append(value.decode("latin-1"))
 
-        changes = audit.changes
-        if changes is not None:
-            changes = config.redaction(changes)
         peer = scope.get("client")
         ip_address = resolve_client_ip(peer, forwarded_for, config.trusted_proxies)
         if not ip_address and forwarded_for and server_rewrote_peer(peer, forwarded_for):
@@ -535,7 +542,7 @@ class AuditMiddleware:
             request_path=_clean_text(path),
             status_code=status,
             timestamp=timestamp,
-            changes=changes,
+            changes=audit.changes,
             action_context=context,
             break_glass_id=break_glass_id,
             impersonation_id=impersonation_id,
