@@ -210,9 +210,11 @@ def signing_keys(keys: SigningKey | str | Iterable[SigningKey | str]) -> tuple[S
 
     Several keys are the rotation: the sender signs with each, the receiver accepts any.
     """
-    if isinstance(keys, SigningKey | str):
-        keys = [keys]
-    elif not isinstance(keys, Iterable):
+    if isinstance(keys, SigningKey):
+        return (keys,)
+    if isinstance(keys, str):
+        return (SigningKey(keys),)
+    if not isinstance(keys, Iterable):
         raise TypeError(
             f"signing keys must be a SigningKey, a whsec_ str or a sequence of them, "
             f"not {type(keys).__name__}"

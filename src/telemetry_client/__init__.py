@@ -20,6 +20,7 @@ from telemetry_client._config import (  # noqa: E402
     CONTRACT_HEADER,
     DEFAULT_GZIP_THRESHOLD,
     DEFAULT_TIMEOUT,
+    ENV_SIGNING_KEY,
     ENV_URL,
     USER_AGENT,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "CONTRACT_HEADER",
     "DEFAULT_GZIP_THRESHOLD",
     "DEFAULT_TIMEOUT",
+    "ENV_SIGNING_KEY",
     "ENV_URL",
     "RETRYABLE_STATUSES",
     "USER_AGENT",

@@ -15,8 +15,14 @@ from typing import Any, TypedDict, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from auditevt import SigningKey, WebhookSigner
 from telemetry_client._calls import Call
-from telemetry_client._config import DEFAULT_GZIP_THRESHOLD, DEFAULT_TIMEOUT, ClientConfig
+from telemetry_client._config import (
+    DEFAULT_GZIP_THRESHOLD,
+    DEFAULT_TIMEOUT,
+    ClientConfig,
+    SigningKeys,
+)
 from telemetry_client._exceptions import (
     ConfigurationError,
     HTTPStatusError,
@@ -26,6 +32,7 @@ from telemetry_client._exceptions import (
     truncate_body,
 )
 from telemetry_client._retry import RetryPolicy, parse_http_date, parse_retry_after
+from telemetry_client._signing import AttemptSigner
 
 __all__ = ["BaseClient", "ClientOptions"]
 
@@ -51,6 +58,8 @@ class ClientOptions(TypedDict, total=False):
     """Compress bodies longer than this many bytes (default 1024); None never compresses."""
     retry: RetryPolicy
     """The retry policy (default ``RetryPolicy()``; ``RetryPolicy.none()`` tries once)."""
+    signing_key: SigningKeys | WebhookSigner | None
+    """Sign each request with this key, these keys or signer (default $TELEMETRY_SIGNING_KEY)."""
 
 
 class BaseClient:
@@ -70,6 +79,7 @@ class BaseClient:
             bearer_token=options.get("bearer_token"),
             headers=options.get("headers"),
             gzip_threshold=options.get("gzip_threshold", DEFAULT_GZIP_THRESHOLD),
+            signing_key=options.get("signing_key"),
         )
         self._retry = retry
 
@@ -83,8 +93,17 @@ class BaseClient:
         """The retry policy every call follows."""
         return self._retry
 
+    @property
+    def signing_keys(self) -> tuple[SigningKey, ...]:
+        """The keys every request is signed with; empty when requests go unsigned."""
+        signer = self._config.signer
+        return () if signer is None else signer.keys
+
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(base_url={str(self.base_url)!r})"
+        signed = ""
+        if self.signing_keys:
+            signed = f", signing_keys={[key.fingerprint for key in self.signing_keys]!r}"
+        return f"{type(self).__name__}(base_url={str(self.base_url)!r}{signed})"
 
     def _check_open(self, is_closed: bool) -> None:
         if is_closed:
@@ -115,6 +134,11 @@ class BaseClient:
             return http.build_request(
                 call.method, call.path, content=content, params=call.params, headers=headers
             )
+
+    def _attempt_signer(self, request: httpx.Request) -> AttemptSigner | None:
+        """What signs each attempt of ``request`` (None: unsigned); one message id for all."""
+        signer = self._config.signer
+        return None if signer is None else AttemptSigner(signer, request)
 
     @staticmethod
     def _read_response(call: Call[R], response: httpx.Response) -> R:

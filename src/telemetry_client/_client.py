@@ -110,8 +110,11 @@ class TelemetryClient(BaseClient):
     def _send(self, call: Call[R]) -> R:
         self._check_open(self._http.is_closed)
         request = self._build_request(self._http, call)
+        sign = self._attempt_signer(request)
 
         def attempt() -> R:
+            if sign is not None:
+                sign()
             with map_httpx_errors(request):
                 response = self._http.send(request)
             return self._read_response(call, response)

@@ -1,21 +1,22 @@
-"""Client configuration: base URL, the HTTPS rule, timeouts, headers, compression."""
+"""Client configuration: base URL, the HTTPS rule, timeouts, headers, compression, signing."""
 
 from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import httpx
 
-from auditevt import CONTRACT_VERSION, __version__
+from auditevt import CONTRACT_VERSION, SigningKey, WebhookSigner, __version__
 from telemetry_client._exceptions import ConfigurationError
 
 __all__ = [
     "CONTRACT_HEADER",
     "DEFAULT_GZIP_THRESHOLD",
     "DEFAULT_TIMEOUT",
+    "ENV_SIGNING_KEY",
     "ENV_URL",
     "USER_AGENT",
     "ClientConfig",
@@ -23,6 +24,13 @@ __all__ = [
 
 #: The environment variable read when no base URL is passed.
 ENV_URL = "TELEMETRY_INTERNAL_URL"
+
+#: The environment variable read when no signing key is passed: a ``whsec_`` secret, or several
+#: separated by spaces during a rotation.
+ENV_SIGNING_KEY = "TELEMETRY_SIGNING_KEY"
+
+SigningKeys = SigningKey | str | Sequence[SigningKey | str]
+"""One Standard Webhooks key (a ``SigningKey`` or its ``whsec_`` text), or several."""
 
 #: Connect within 2 s; read, write and wait for a pooled connection up to 10 s.
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=2.0)
@@ -48,6 +56,8 @@ class ClientConfig:
     """Sent with every request: User-Agent, contract version, authorization, extras."""
     gzip_threshold: int | None
     """Bodies longer than this many bytes are gzip-compressed; None never compresses."""
+    signer: WebhookSigner | None
+    """Signs every request (Standard Webhooks headers); None sends them unsigned."""
 
     @classmethod
     def build(
@@ -59,6 +69,7 @@ class ClientConfig:
         bearer_token: str | None,
         headers: Mapping[str, str] | None,
         gzip_threshold: int | None,
+        signing_key: SigningKeys | WebhookSigner | None,
     ) -> ClientConfig:
         """Check and assemble a configuration; ``ConfigurationError`` names what is wrong."""
         return cls(
@@ -66,6 +77,7 @@ class ClientConfig:
             timeout=_resolve_timeout(timeout),
             headers=_build_headers(bearer_token, headers),
             gzip_threshold=_check_gzip_threshold(gzip_threshold),
+            signer=_resolve_signer(signing_key),
         )
 
 
@@ -160,3 +172,20 @@ def _check_gzip_threshold(threshold: int | None) -> int | None:
     if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 0:
         raise ConfigurationError(f"gzip_threshold must be an int >= 0 or None, got {threshold!r}")
     return threshold
+
+
+def _resolve_signer(signing_key: SigningKeys | WebhookSigner | None) -> WebhookSigner | None:
+    if isinstance(signing_key, WebhookSigner):
+        return signing_key
+    source = "signing_key"
+    keys: SigningKeys | None = signing_key
+    if keys is None:
+        text = os.environ.get(ENV_SIGNING_KEY, "").strip()
+        if not text:
+            return None
+        keys, source = text.split(), ENV_SIGNING_KEY
+    try:
+        return WebhookSigner(keys)
+    except ValueError as exc:
+        # The message describes the value without showing it: it is a secret.
+        raise ConfigurationError(f"{source}: {exc}") from None
