@@ -94,7 +94,7 @@ def test_signing_keys_takes_one_several_or_texts_and_drops_repeats() -> None:
         signing_keys([])
     with pytest.raises(ValueError, match=r"signing key 2: .*must start with 'whsec_'"):
         signing_keys([one, "nope"])
-    with pytest.raises(TypeError, match="signing key 1 must be a SigningKey"):
+    with pytest.raises(TypeError, match="the signing key must be a SigningKey"):
         signing_keys([b"whsec_"])  # type: ignore[list-item]
     with pytest.raises(TypeError, match="not int"):
         signing_keys(3)  # type: ignore[arg-type]

@@ -217,7 +217,7 @@ def test_verifier_checks_its_arguments() -> None:
         WebhookVerifier(KEY, clock=NOW)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="replay_store must have an add"):
         WebhookVerifier(KEY, replay_store=[])  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"signing key 1: .*whsec_"):
+    with pytest.raises(ValueError, match="must start with 'whsec_'"):
         WebhookVerifier(["secret"])
     assert KEY.secret[6:] not in repr(WebhookVerifier(KEY))
 

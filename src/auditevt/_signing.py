@@ -35,6 +35,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from typing import ClassVar
 
 __all__ = [
     "DEFAULT_SIGNATURE_TOLERANCE",
@@ -82,6 +83,9 @@ _MESSAGE_ID = re.compile(r"[\x21-\x2d\x2f-\x7e]{1,256}")
 class SignatureError(Exception):
     """A request's signature headers do not prove it came from a holder of the key."""
 
+    #: A short name of what failed, for answers, logs and metrics (``bad_signature``, ...).
+    code: ClassVar[str] = "signature"
+
     def __init__(self, message: str, *, header: str) -> None:
         super().__init__(message)
         #: The header at fault (``webhook-id``, ``webhook-timestamp`` or ``webhook-signature``).
@@ -91,29 +95,43 @@ class SignatureError(Exception):
 class MissingHeaderError(SignatureError):
     """A signature header is absent or empty: the request is not signed."""
 
+    code = "missing_header"
+
 
 class MalformedHeaderError(SignatureError):
     """A signature header is present but unreadable (not an integer, no ``v1`` signature)."""
+
+    code = "malformed_header"
 
 
 class TimestampError(SignatureError):
     """The signed timestamp is outside the tolerance around the receiver's clock."""
 
+    code = "timestamp"
+
 
 class StaleTimestampError(TimestampError):
     """The signed timestamp is older than the tolerance allows: a late replay, or a slow clock."""
+
+    code = "stale_timestamp"
 
 
 class FutureTimestampError(TimestampError):
     """The signed timestamp is further ahead than the tolerance allows: a sender's fast clock."""
 
+    code = "future_timestamp"
+
 
 class BadSignatureError(SignatureError):
     """No signature matches the body under any key: a forged or altered body, or a wrong key."""
 
+    code = "bad_signature"
+
 
 class ReplayError(SignatureError):
     """This ``webhook-id`` was already verified with this timestamp: a captured request resent."""
+
+    code = "replay"
 
 
 class SigningKey:
@@ -219,17 +237,19 @@ def signing_keys(keys: SigningKey | str | Iterable[SigningKey | str]) -> tuple[S
             f"signing keys must be a SigningKey, a whsec_ str or a sequence of them, "
             f"not {type(keys).__name__}"
         )
+    given = list(keys)
     result: list[SigningKey] = []
-    for position, key in enumerate(keys):
+    for position, key in enumerate(given, start=1):
+        # Number the key only when there are several to tell apart.
+        which = f"signing key {position}" if len(given) > 1 else "the signing key"
         if isinstance(key, str):
             try:
                 key = SigningKey(key)
             except ValueError as exc:
-                raise ValueError(f"signing key {position + 1}: {exc}") from None
+                raise ValueError(f"{which}: {exc}" if len(given) > 1 else str(exc)) from None
         elif not isinstance(key, SigningKey):
             raise TypeError(
-                f"signing key {position + 1} must be a SigningKey or a whsec_ str, "
-                f"not {type(key).__name__}"
+                f"{which} must be a SigningKey or a whsec_ str, not {type(key).__name__}"
             )
         if key not in result:
             result.append(key)

@@ -7,6 +7,9 @@ Answers, by endpoint and failure:
 - a well-formed body that the endpoint's model refuses: **422**, one entry a field;
 - a body over the size limit (compressed or not): **413**; an encoding other than gzip or a
   type other than JSON: **415**; a missing or wrong bearer token, when one is required: **401**;
+- a missing, stale, forged or replayed Standard Webhooks signature, when signing keys are
+  configured: **401**, its ``errors`` naming the header and what failed (``/health`` is exempt:
+  the load balancer does not sign);
 - a contract major version (``X-Auditevt-Contract``) other than ours: **400**.
 
 Error bodies are ``{"error": "<summary>", "errors": [{"field": "<path>", "message": "..."}]}``.
@@ -15,8 +18,10 @@ Error bodies are ``{"error": "<summary>", "errors": [{"field": "<path>", "messag
 from __future__ import annotations
 
 import hmac
+import threading
 import uuid
 import zlib
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -48,6 +53,8 @@ from auditevt import (
     MediaEventResponse,
     PoseFramesRequest,
     PoseFramesResponse,
+    SignatureError,
+    WebhookVerifier,
     __version__,
     parse_ingest_request,
 )
@@ -90,12 +97,31 @@ class StandInSettings:
         event_check: EventCheck,
         max_body_bytes: int,
         bearer_token: str | None,
+        verifier: WebhookVerifier | None = None,
     ) -> None:
         self.record = record
         self.event_check = event_check
         self.max_body_bytes = max_body_bytes
         self.bearer_token = bearer_token
+        self.verifier = verifier
         self.health_status = HealthStatus.OK
+        self._refusals: Counter[str] = Counter()
+        self._refusals_lock = threading.Lock()
+
+    def refuse_signature(self, error: SignatureError) -> Problem:
+        """Count a refused signature and turn it into the 401 answer."""
+        with self._refusals_lock:
+            self._refusals[error.code] += 1
+        return Problem(
+            401,
+            f"the request's webhook signature is not valid ({error.code}): {error}",
+            [{"field": f"header {error.header}", "message": str(error), "type": error.code}],
+        )
+
+    def signature_refusals(self) -> dict[str, int]:
+        """How many requests were refused, per ``SignatureError.code``."""
+        with self._refusals_lock:
+            return dict(self._refusals)
 
 
 def field_path(error: ErrorDetails) -> str:
@@ -152,6 +178,16 @@ class _Endpoints:
                 headers={"WWW-Authenticate": 'Bearer realm="telemetry"'},
             )
 
+    def _verify_signature(self, request: Request, raw_body: bytes) -> None:
+        # Over the body as it arrived, before decompression: what the sender signed.
+        verifier = self.settings.verifier
+        if verifier is None:
+            return
+        try:
+            verifier.verify(request.headers, raw_body)
+        except SignatureError as exc:
+            raise self.settings.refuse_signature(exc) from None
+
     def _check_contract(self, request: Request) -> None:
         version = request.headers.get(CONTRACT_HEADER)
         if version is None:
@@ -170,14 +206,7 @@ class _Endpoints:
 
     async def _body(self, request: Request) -> bytes:
         self._authorize(request)
-        self._check_contract(request)
         limit = self.settings.max_body_bytes
-        content_type = request.headers.get("content-type", "application/json")
-        if content_type.split(";")[0].strip().lower() != "application/json":
-            raise Problem(415, f"Content-Type {content_type!r} is not application/json")
-        encoding = request.headers.get("content-encoding", "identity").strip().lower()
-        if encoding not in ("identity", "gzip"):
-            raise Problem(415, f"Content-Encoding {encoding!r} is not supported (use gzip)")
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise Problem(413, f"the body of {declared} bytes is over the {limit}-byte limit")
@@ -186,6 +215,15 @@ class _Endpoints:
             body += chunk
             if len(body) > limit:
                 raise Problem(413, f"the body is over the {limit}-byte limit")
+        # Who sent it comes first: an unsigned request learns nothing about what else is wrong.
+        self._verify_signature(request, bytes(body))
+        self._check_contract(request)
+        content_type = request.headers.get("content-type", "application/json")
+        if content_type.split(";")[0].strip().lower() != "application/json":
+            raise Problem(415, f"Content-Type {content_type!r} is not application/json")
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("identity", "gzip"):
+            raise Problem(415, f"Content-Encoding {encoding!r} is not supported (use gzip)")
         if encoding == "gzip":
             return self._gunzip(bytes(body), limit)
         return bytes(body)
@@ -263,6 +301,7 @@ class _Endpoints:
 
     async def bandwidth(self, request: Request) -> Response:
         self._authorize(request)
+        self._verify_signature(request, await request.body())
         self._check_contract(request)
         try:
             query = BandwidthStatsQuery.model_validate(dict(request.query_params))

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from typing import TextIO
 
+from auditevt import SigningKey
 from auditevt._cli import Command
+from auditevt._cli_signing import add_signing_key_argument, signing_keys_argument
 from telemetry_client.testing._faults import FaultInjection
 from telemetry_client.testing._server import bind, run_server, url_of
 from telemetry_client.testing._standin import TelemetryStandIn
@@ -19,18 +22,24 @@ def serve_forever(
     port: int = 8900,
     faults: FaultInjection | None = None,
     *,
+    signing_key: SigningKey | str | Sequence[SigningKey | str] | None = None,
     out: TextIO | None = None,
 ) -> None:
     """Serve a stand-in on ``host:port`` in this thread until SIGINT or SIGTERM.
 
     Prints the base URL first (useful with ``port=0``). OSError when the port cannot be bound.
+    With ``signing_key``, requests without a valid signature are answered 401.
     """
-    standin = TelemetryStandIn(faults)
+    standin = TelemetryStandIn(faults, signing_key=signing_key)
     sock = bind(host, port)
     try:
         stream = sys.stdout if out is None else out
+        signing = ""
+        if standin.verifier is not None:
+            fingerprints = ", ".join(key.fingerprint for key in standin.verifier.keys)
+            signing = f"; signatures required (keys {fingerprints})"
         print(
-            f"Telemetry stand-in on {url_of(sock)}: {standin.faults.describe()}",
+            f"Telemetry stand-in on {url_of(sock)}: {standin.faults.describe()}{signing}",
             file=stream,
             flush=True,
         )
@@ -47,6 +56,7 @@ def telemetry_command(
     retry_after: int | None = 1,
     *,
     seed: int | None = None,
+    signing_key: SigningKey | str | Sequence[SigningKey | str] | None = None,
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
@@ -60,7 +70,7 @@ def telemetry_command(
         print(f"auditevt telemetry: error: {exc}", file=errors)
         return 2
     try:
-        serve_forever(host, port, faults, out=out)
+        serve_forever(host, port, faults, signing_key=signing_key, out=out)
     except ValueError as exc:
         print(f"auditevt telemetry: error: {exc}", file=errors)
         return 2
@@ -87,6 +97,7 @@ def _telemetry_arguments(parser: argparse.ArgumentParser) -> None:
         "--retry-after", type=int, default=1, metavar="S", help="Retry-After on 429/503"
     )
     parser.add_argument("--seed", type=int, default=None, help="seed for the fault dice")
+    add_signing_key_argument(parser, "answer 401 to any request not signed with this key")
 
 
 def _telemetry_run(args: argparse.Namespace) -> int:
@@ -97,6 +108,7 @@ def _telemetry_run(args: argparse.Namespace) -> int:
         args.latency,
         args.retry_after,
         seed=args.seed,
+        signing_key=signing_keys_argument(args, "telemetry"),
     )
 
 

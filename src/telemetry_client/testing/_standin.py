@@ -6,7 +6,7 @@ import contextlib
 import random
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -19,7 +19,9 @@ from auditevt import (
     HealthStatus,
     MediaEventRequest,
     PoseFramesRequest,
+    SigningKey,
     Timestamp,
+    WebhookVerifier,
 )
 from telemetry_client.testing._app import EventCheck, StandInSettings, build_app
 from telemetry_client.testing._faults import Fault, FaultInjection
@@ -62,7 +64,10 @@ class TelemetryStandIn:
     real HTTP server on loopback. Ingest is deduplicated by ``event_id`` and answered item by
     item; ``event_check`` decides which well-formed events are rejected (by default those
     with a negative organization or no action, see :func:`standard_event_check`). ``faults`` may be
-    replaced at any time, also while serving. Every accessor is safe from any thread.
+    replaced at any time, also while serving. ``signing_key`` (one key, several, or a
+    ``WebhookVerifier`` of your own) makes every endpoint but ``/health`` refuse a request
+    without a valid Standard Webhooks signature with a 401. Every accessor is safe from any
+    thread.
     """
 
     def __init__(
@@ -72,6 +77,7 @@ class TelemetryStandIn:
         event_check: EventCheck = standard_event_check,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         bearer_token: str | None = None,
+        signing_key: SigningKey | str | Sequence[SigningKey | str] | WebhookVerifier | None = None,
     ) -> None:
         if faults is not None and not isinstance(faults, FaultInjection):
             raise TypeError(f"faults must be a FaultInjection or None, not {faults!r}")
@@ -83,15 +89,31 @@ class TelemetryStandIn:
             raise ValueError(f"max_body_bytes={max_body_bytes} must be at least 1024")
         if bearer_token is not None and (not isinstance(bearer_token, str) or not bearer_token):
             raise ValueError(f"bearer_token must be a non-empty str or None, not {bearer_token!r}")
+        verifier = None
+        if signing_key is not None:
+            verifier = (
+                signing_key
+                if isinstance(signing_key, WebhookVerifier)
+                else WebhookVerifier(signing_key)
+            )
         self._record = Record()
         self._fault_lock = threading.Lock()
         self._faults = faults or FaultInjection()
         self._random = random.Random(self._faults.seed)
-        self._settings = StandInSettings(self._record, event_check, max_body_bytes, bearer_token)
+        self._settings = StandInSettings(
+            self._record, event_check, max_body_bytes, bearer_token, verifier
+        )
         self._app = build_app(self._settings, [Middleware(FaultMiddleware, decide=self._decide)])
 
     def __repr__(self) -> str:
-        return f"TelemetryStandIn(faults={self._faults!r})"
+        verifier = self._settings.verifier
+        signing = "" if verifier is None else f", signing_keys={list(verifier.keys)!r}"
+        return f"TelemetryStandIn(faults={self._faults!r}{signing})"
+
+    @property
+    def verifier(self) -> WebhookVerifier | None:
+        """What checks each request's signature; None when requests need none."""
+        return self._settings.verifier
 
     @property
     def app(self) -> Starlette:
@@ -168,6 +190,10 @@ class TelemetryStandIn:
     def request_counts(self) -> dict[str, int]:
         """Requests received per path, failed on purpose or not."""
         return self._record.request_counts()
+
+    def signature_refusals(self) -> dict[str, int]:
+        """Requests answered 401 for their signature, per ``SignatureError.code``."""
+        return self._settings.signature_refusals()
 
     def fault_counts(self) -> dict[Fault, int]:
         """Requests failed (or slowed) on purpose, per fault."""
