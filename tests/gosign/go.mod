@@ -1,0 +1,3 @@
+module gosign
+
+go 1.22
