@@ -1,4 +1,4 @@
-"""relay.events_per_s, relay.batch_speedup and relay.outage_rss_mib.
+"""relay.events_per_s, relay.batch_speedup, relay.signed_ratio and relay.outage_rss_mib.
 
 - **events_per_s**: a PostgreSQL outbox pre-filled with N events, drained by one ``OutboxRelay``
   (batches of 500, the client's defaults, gzip included) to the Telemetry stand-in served by
@@ -7,6 +7,8 @@
   and deduplicates by ``event_id``. Timed from the first claim until the outbox is empty.
 - **batch_speedup**: the same, with batches of 1, in the same run, round for round; the ratio of
   the two rates.
+- **signed_ratio**: the same drain with every request signed, divided by the drain unsigned,
+  the two side by side (see ``relay_signed.py``).
 - **outage_rss_mib**: a process running a Starlette app with ``AuditMiddleware`` and the relay in
   its lifespan, with Telemetry down (nothing listens on its port), audits N requests; the value
   is the largest growth of that process's VmRSS (``/proc/self/status``) over its level after a
@@ -50,17 +52,25 @@ USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Ge
 # IPPROTO_TCP so that asyncio sets TCP_NODELAY on accepted connections (with proto 0 it does
 # not, and every answer then waits ~40 ms for a delayed ACK).
 RECEIVER = """
-import gzip, socket, sys, uvicorn
+import gzip, os, socket, sys, uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from auditevt import IngestRequest, IngestResponse, IngestResult, IngestStatus
+from auditevt import SignatureError, WebhookVerifier
 
 seen = set()
+key = os.environ.get("BENCH_SIGNING_KEY")
+verifier = WebhookVerifier(key) if key else None
 
 async def ingest(request: Request) -> Response:
     body = await request.body()
+    if verifier is not None and "webhook-signature" in request.headers:
+        try:
+            verifier.verify(request.headers, body)
+        except SignatureError as exc:
+            return Response(str(exc), 401)
     if request.headers.get("content-encoding") == "gzip":
         body = gzip.decompress(body)
     try:
@@ -118,13 +128,17 @@ def _env() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _receiver(port: int = 0) -> Iterator[str]:
-    """The stand-in under uvicorn in a subprocess; yields its base URL."""
+def _receiver(port: int = 0, signing_key: str | None = None) -> Iterator[str]:
+    """The stand-in under uvicorn in a subprocess (verifying with ``signing_key``); its URL."""
+    env = _env()
+    env.pop("BENCH_SIGNING_KEY", None)
+    if signing_key is not None:
+        env["BENCH_SIGNING_KEY"] = signing_key
     process = subprocess.Popen(
         [sys.executable, "-c", RECEIVER, str(port)],
         stdout=subprocess.PIPE,
         text=True,
-        env=_env(),
+        env=env,
     )
     try:
         assert process.stdout is not None
@@ -491,7 +505,10 @@ def _say(**values: Any) -> None:
 
 
 def run(quick: bool) -> list[dict[str, Any]]:
+    from relay_signed import signed_ratio
+
     entries = _throughput(quick)
+    entries.append(signed_ratio(quick))
     entries.append(outage(5_000 if quick else 50_000, quick=quick))
     return entries
 
