@@ -13,6 +13,16 @@ from typing import Any
 
 import httpx
 import pytest
+from test_client import (
+    BASE_URL,
+    Answer,
+    ScriptedServer,
+    Sleeps,
+    answer_ingest,
+    ingest_request,
+    json_answer,
+    status,
+)
 
 from auditevt import (
     BadSignatureError,
@@ -28,16 +38,6 @@ from telemetry_client import (
     AsyncTelemetryClient,
     ConfigurationError,
     TelemetryClient,
-)
-from test_client import (
-    BASE_URL,
-    Answer,
-    ScriptedServer,
-    Sleeps,
-    answer_ingest,
-    ingest_request,
-    json_answer,
-    status,
 )
 
 KEY = SigningKey.generate()

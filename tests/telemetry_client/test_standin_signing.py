@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from test_standin import INGEST, envelope, make_event
 
 from auditevt import (
     AnalyticsTrackRequest,
@@ -37,7 +38,6 @@ from telemetry_client import (
     TelemetryClient,
 )
 from telemetry_client.testing import TelemetryStandIn
-from test_standin import INGEST, envelope, make_event
 
 KEY = SigningKey.generate()
 
