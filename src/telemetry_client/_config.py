@@ -186,6 +186,6 @@ def _resolve_signer(signing_key: SigningKeys | WebhookSigner | None) -> WebhookS
         keys, source = text.split(), ENV_SIGNING_KEY
     try:
         return WebhookSigner(keys)
-    except ValueError as exc:
+    except (TypeError, ValueError) as exc:
         # The message describes the value without showing it: it is a secret.
         raise ConfigurationError(f"{source}: {exc}") from None

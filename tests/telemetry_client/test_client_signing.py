@@ -209,7 +209,7 @@ def test_client_refuses_a_bad_key_in_the_environment(monkeypatch: pytest.MonkeyP
     with pytest.raises(ConfigurationError, match=expected) as caught:
         TelemetryClient(BASE_URL)
     assert "hunter2" not in str(caught.value)
-    with pytest.raises(TypeError, match="SigningKey"):
+    with pytest.raises(ConfigurationError, match=r"^signing_key: signing keys must be a"):
         TelemetryClient(BASE_URL, signing_key=42)  # type: ignore[arg-type]
 
 
