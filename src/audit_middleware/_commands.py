@@ -13,6 +13,7 @@ from audit_middleware.delivery._command import relay_command
 from audit_middleware.storage._migrate import migrate_command
 from audit_middleware.storage._urls import async_url
 from auditevt._cli import Command, UsageError
+from auditevt._cli_signing import add_signing_key_argument, signing_keys_argument
 
 __all__ = ["MIGRATE", "RELAY", "add_database_url", "add_telemetry_url"]
 
@@ -64,11 +65,16 @@ def _relay_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--metrics-port", type=int, metavar="PORT", help="serve Prometheus metrics on PORT"
     )
+    add_signing_key_argument(parser, "sign every request to Telemetry")
 
 
 def _relay_run(args: argparse.Namespace) -> int:
     return relay_command(
-        args.database_url, args.telemetry_url, args.until_empty, metrics_port=args.metrics_port
+        args.database_url,
+        args.telemetry_url,
+        args.until_empty,
+        metrics_port=args.metrics_port,
+        signing_key=signing_keys_argument(args, "relay"),
     )
 
 

@@ -35,7 +35,7 @@ from audit_middleware.request._metrics import AuditStats
 from audit_middleware.request._middleware import AuditConfig, AuditMiddleware, AuditSink
 from audit_middleware.storage._reader import AuditReader, AuditRecord, UnreadableRecord
 from audit_middleware.storage._store import AuditStore
-from auditevt import Event
+from auditevt import Event, SigningKey
 from telemetry_client import AsyncTelemetryClient
 
 __all__ = ["DEMO_PATIENT_STATUSES", "DemoCoreApi", "SimulatedFailure", "demo_token"]
@@ -138,7 +138,8 @@ class DemoCoreApi:
     """The sample Core API: build it, serve ``.app`` with lifespan on, read what it wrote.
 
     Nothing connects until the first request. When ``telemetry_url`` is given the lifespan
-    starts the relay (woken by every write), and shutdown drains it for up to its
+    starts the relay (woken by every write; signing with ``signing_key``, default
+    ``TELEMETRY_SIGNING_KEY``), and shutdown drains it for up to its
     ``drain_timeout``, then closes the client and the store. ``database_url`` must be
     migrated already.
     """
@@ -149,6 +150,7 @@ class DemoCoreApi:
         *,
         telemetry_url: str | None,
         relay_config: RelayConfig | None = None,
+        signing_key: tuple[SigningKey, ...] | None = None,
     ) -> None:
         self._store = AuditStore.from_url(database_url)
         self._recorder = _RecordingSink(self._store)
@@ -157,7 +159,9 @@ class DemoCoreApi:
         self._relay: OutboxRelay | None = None
         if telemetry_url is not None:
             # The relay's client retries briefly; long outages wait in the outbox's backoff.
-            self._client = AsyncTelemetryClient(telemetry_url, retry=RELAY_RETRY)
+            self._client = AsyncTelemetryClient(
+                telemetry_url, retry=RELAY_RETRY, signing_key=signing_key
+            )
             self._relay = OutboxRelay(
                 self._store,
                 self._client,

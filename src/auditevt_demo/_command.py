@@ -6,6 +6,7 @@ import argparse
 
 from audit_middleware._commands import add_telemetry_url
 from auditevt._cli import Command
+from auditevt._cli_signing import add_signing_key_argument, signing_keys_argument
 from auditevt_demo._demo import demo_command
 
 __all__ = ["DEMO"]
@@ -26,6 +27,10 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="leave events in the outbox (deliver them later with auditevt relay)",
     )
+    add_signing_key_argument(
+        parser, "sign every request to Telemetry (the demo's own stand-in requires it, and "
+        "makes a key up when none is given)"
+    )
 
 
 def _demo_run(args: argparse.Namespace) -> int:
@@ -34,6 +39,7 @@ def _demo_run(args: argparse.Namespace) -> int:
         database_url=args.database_url,
         telemetry_url=args.telemetry_url,
         forward=not args.no_forward,
+        signing_key=signing_keys_argument(args, "demo"),
     )
 
 

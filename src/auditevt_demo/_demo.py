@@ -3,7 +3,8 @@
 It migrates a database (a fresh SQLite file in the current directory by default), serves the
 sample Core API of ``_demo_app`` with uvicorn on loopback (``AuditMiddleware``, the in-app
 relay, an admin endpoint on ``AuditReader``), starts a Telemetry stand-in on loopback unless
-``telemetry_url`` names one, sends N mutating requests across four organizations, waits until
+``telemetry_url`` names one (that stand-in requires every request signed, with ``signing_key`` or
+a key made up for the run), sends N mutating requests across four organizations, waits until
 every event of the run has left the outbox, reads the audit log back, and prints a summary. The
 last line is always ``audited=N forwarded=N pending=N``:
 
@@ -21,7 +22,7 @@ import contextlib
 import sys
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
@@ -35,7 +36,7 @@ from audit_middleware.storage._migrate import migrate
 from audit_middleware.storage._reader import AuditReader, AuditRecord
 from audit_middleware.storage._store import AuditStore
 from audit_middleware.storage._tables import AUDIT_OUTBOX, qualified
-from auditevt import __version__
+from auditevt import SigningKey, __version__, signing_keys
 from auditevt_demo._app import DemoCoreApi, demo_token
 from auditevt_demo._load import ORGANIZATIONS, send_requests
 from auditevt_demo._report import DemoReport
@@ -65,11 +66,14 @@ def demo_command(
     err: TextIO | None = None,
     seed: int | None = None,
     delivery_timeout: float = 300.0,
+    signing_key: SigningKey | str | Sequence[SigningKey | str] | None = None,
 ) -> int:
     """Run ``auditevt demo``; returns the exit status (0 when everything was delivered).
 
     1: a service or database problem, or events not delivered within ``delivery_timeout``
-    seconds; 2: bad arguments. Errors are one line on ``err``.
+    seconds; 2: bad arguments. Errors are one line on ``err``. ``signing_key`` signs every
+    request to Telemetry (default ``TELEMETRY_SIGNING_KEY``; the demo's own stand-in requires
+    it, and makes one up when there is none).
     """
     stdout = sys.stdout if out is None else out
     stderr = sys.stderr if err is None else err
@@ -82,7 +86,14 @@ def demo_command(
             file=stderr,
         )
         return 2
-    demo = _Demo(requests, database_url, telemetry_url, forward, stdout, seed, delivery_timeout)
+    try:
+        keys = None if signing_key is None else signing_keys(signing_key)
+    except (TypeError, ValueError) as exc:  # says what is wrong, never the key itself
+        print(f"auditevt demo: error: signing key: {exc}", file=stderr)
+        return 2
+    demo = _Demo(
+        requests, database_url, telemetry_url, forward, stdout, seed, delivery_timeout, keys
+    )
     try:
         return asyncio.run(demo.run())
     except DemoError as exc:
@@ -108,6 +119,7 @@ class _Demo:
         out: TextIO,
         seed: int | None,
         delivery_timeout: float,
+        signing_keys: tuple[SigningKey, ...] | None,
     ) -> None:
         self.requests = requests
         self.database_url = database_url
@@ -119,6 +131,7 @@ class _Demo:
         self.run_id = uuid.uuid4().hex[:12]
         self.user_agent = f"auditevt-demo/{__version__} (run {self.run_id})"
         self.drained_after = 0.0
+        self.signing_keys = signing_keys
 
     def say(self, line: str = "") -> None:
         print(line, file=self.out, flush=True)
@@ -172,16 +185,23 @@ class _Demo:
         with contextlib.ExitStack() as stack:
             standin = None
             telemetry_url = self.telemetry_url
+            keys = self.signing_keys
             if self.forward and telemetry_url is None:
-                standin = TelemetryStandIn()
+                keys = keys or (SigningKey.generate(),)
+                standin = TelemetryStandIn(signing_key=keys)
                 telemetry_url = stack.enter_context(standin.serve())
-                telemetry_text = f"Telemetry stand-in on {telemetry_url}"
+                fingerprints = ", ".join(key.fingerprint for key in keys)
+                telemetry_text = (
+                    f"Telemetry stand-in on {telemetry_url} (signatures required: {fingerprints})"
+                )
             elif self.forward and telemetry_url is not None:
                 await self._check_telemetry(telemetry_url)
                 telemetry_text = f"Telemetry at {telemetry_url}"
             else:
                 telemetry_text = "not forwarding (--no-forward): events stay in the outbox"
-            api = DemoCoreApi(url, telemetry_url=telemetry_url if self.forward else None)
+            api = DemoCoreApi(
+                url, telemetry_url=telemetry_url if self.forward else None, signing_key=keys
+            )
             try:
                 base_url = stack.enter_context(serve_asgi(api.app, lifespan="on"))
             except (OSError, RuntimeError, TimeoutError) as exc:

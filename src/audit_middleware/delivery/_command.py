@@ -2,7 +2,12 @@
 
 ``relay_command()`` is what the command line runs::
 
-    auditevt relay --database-url URL [--telemetry-url URL] [--until-empty]
+    auditevt relay --database-url URL [--telemetry-url URL] [--signing-key-file FILE]
+                   [--until-empty]
+
+Every request is signed (Standard Webhooks) when a key is given (``signing_key``, or else the
+``TELEMETRY_SIGNING_KEY`` environment variable); the start-up line says with which keys, by
+fingerprint.
 
 SIGTERM or SIGINT stops the relay after the batch in flight (exit status 0); a second one
 abandons that batch too (its rows are given back). SIGKILL loses nothing either: the killed
@@ -20,13 +25,15 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TextIO
 
 from audit_middleware._exceptions import AuditError
 from audit_middleware.delivery._relay import OutboxRelay, RelayConfig
 from audit_middleware.storage._store import AuditStore
 from audit_middleware.storage._urls import async_url
+from auditevt import SigningKey, signing_keys
+from auditevt._cli_signing import read_signing_keys
 from telemetry_client import AsyncTelemetryClient, RetryPolicy, TelemetryError
 
 __all__ = ["RELAY_RETRY", "relay_command"]
@@ -47,6 +54,7 @@ def relay_command(
     config: RelayConfig | None = None,
     retry: RetryPolicy | None = None,
     metrics_port: int | None = None,
+    signing_key: SigningKey | str | Sequence[SigningKey | str] | None = None,
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
     handle_signals: bool = True,
@@ -56,7 +64,8 @@ def relay_command(
     ``telemetry_url`` defaults to ``TELEMETRY_INTERNAL_URL``. ``config`` tunes the relay
     (batch size, lease, backoff), ``retry`` the client's brief retries (default
     :data:`RELAY_RETRY`), and ``metrics_port`` serves Prometheus metrics over HTTP on that
-    port. Returns 0 when stopped by a signal or, with ``until_empty``, once nothing
+    port; ``signing_key`` (default ``TELEMETRY_SIGNING_KEY``) signs every request. Returns 0
+    when stopped by a signal or, with ``until_empty``, once nothing
     deliverable is left; 1 when the database cannot be used; 2 for bad arguments.
     """
     out = stdout if stdout is not None else sys.stdout
@@ -73,6 +82,10 @@ def relay_command(
         or not 0 < metrics_port < 65536
     ):
         return _fail(err, f"--metrics-port must be a port from 1 to 65535, got {metrics_port!r}", 2)
+    try:
+        keys = read_signing_keys(None) if signing_key is None else signing_keys(signing_key)
+    except (TypeError, ValueError) as exc:  # says what is wrong, never the key itself
+        return _fail(err, f"signing key: {exc}", 2)
     _configure_logging(err)
     try:
         return asyncio.run(
@@ -83,6 +96,7 @@ def relay_command(
                 config=config or RelayConfig(),
                 retry=retry or RELAY_RETRY,
                 metrics_port=metrics_port,
+                signing_key=keys,
                 out=out,
                 err=err,
                 handle_signals=handle_signals,
@@ -100,12 +114,13 @@ async def _run(
     config: RelayConfig,
     retry: RetryPolicy,
     metrics_port: int | None,
+    signing_key: tuple[SigningKey, ...] | None,
     out: TextIO,
     err: TextIO,
     handle_signals: bool,
 ) -> int:
     try:
-        client = AsyncTelemetryClient(telemetry_url, retry=retry)
+        client = AsyncTelemetryClient(telemetry_url, retry=retry, signing_key=signing_key)
     except TelemetryError as exc:
         return _fail(err, f"--telemetry-url: {exc}", 2)
     async with client, AuditStore.from_url(database_url) as store:
@@ -119,12 +134,14 @@ async def _run(
                 _serve_metrics(metrics_port)
             except OSError as exc:
                 return _fail(err, f"--metrics-port {metrics_port}: {exc}", 1)
+        fingerprints = [key.fingerprint for key in client.signing_keys]
         logging.getLogger("audit_middleware.relay").info(
-            "relay %s: %d pending event(s) in %s, sending to %s",
+            "relay %s: %d pending event(s) in %s, sending to %s, %s",
             relay.owner,
             before.pending,
             _safe(store),
             client.base_url,
+            f"signed with key(s) {', '.join(fingerprints)}" if fingerprints else "unsigned",
         )
         main = asyncio.current_task()
         with _signals(relay, main, enabled=handle_signals):
