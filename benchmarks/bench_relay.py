@@ -50,7 +50,10 @@ USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Ge
 # the contract's IngestRequest (the envelope and every Event in it), deduplicates by event_id
 # and answers item by item. Quiet (no access log), on a loopback port; the socket is made with
 # IPPROTO_TCP so that asyncio sets TCP_NODELAY on accepted connections (with proto 0 it does
-# not, and every answer then waits ~40 ms for a delayed ACK).
+# not, and every answer then waits ~40 ms for a delayed ACK). Given a key (BENCH_SIGNING_KEY),
+# it verifies the signature of every signed request with WebhookVerifier, as Telemetry does,
+# and answers 401 to a bad one; an unsigned request has nothing to verify (relay_signed.py
+# compares the two).
 RECEIVER = """
 import gzip, os, socket, sys, uvicorn
 from starlette.applications import Starlette
