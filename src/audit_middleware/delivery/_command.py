@@ -65,8 +65,8 @@ def relay_command(
     (batch size, lease, backoff), ``retry`` the client's brief retries (default
     :data:`RELAY_RETRY`), and ``metrics_port`` serves Prometheus metrics over HTTP on that
     port; ``signing_key`` (default ``TELEMETRY_SIGNING_KEY``) signs every request. Returns 0
-    when stopped by a signal or, with ``until_empty``, once nothing
-    deliverable is left; 1 when the database cannot be used; 2 for bad arguments.
+    when stopped by a signal or, with ``until_empty``, once nothing deliverable is left; 1 when
+    the database cannot be used; 2 for bad arguments.
     """
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
