@@ -41,7 +41,7 @@ def signed_ratio(quick: bool) -> dict[str, Any]:
 
     from auditevt import SigningKey
 
-    count, rounds = (5_000, 10) if quick else (20_000, 16)
+    count, rounds = (5_000, 14) if quick else (20_000, 20)
     key = SigningKey.generate().secret
     payloads = bench_relay._sample_payloads(1_000)
     ratios: list[float] = []
