@@ -91,6 +91,9 @@ def signed_ratio(quick: bool) -> dict[str, Any]:
             "sign_us_per_batch": round(sign_us, 1),
             "verify_us_per_batch": round(verify_us, 1),
             "unsigned_ms_per_batch": round(500_000 / statistics.median(rates["plain"]), 2),
+            "signing_share_of_batch_time": round(
+                (sign_us + verify_us) / 1e6 / (500 / statistics.median(rates["plain"])), 5
+            ),
         },
     }
 
