@@ -22,7 +22,6 @@ from typing import Any
 
 import httpx
 import pytest
-from test_go_interop import find_go
 
 from auditevt import (
     Action,
@@ -37,6 +36,7 @@ from auditevt import (
     WebhookSigner,
     parse_ingest_request,
 )
+from conftest import _find_go as find_go
 
 HERE = Path(__file__).parent
 DOC = HERE.parents[1] / "docs" / "telemetry.md"
