@@ -169,13 +169,18 @@ def _child(database_url: str, telemetry_url: str, key: str) -> Iterator[subproce
 
 async def _serve_rounds(database_url: str, telemetry_url: str) -> None:
     from audit_middleware import AuditStore, OutboxRelay, RelayConfig
-    from telemetry_client import AsyncTelemetryClient
+    from telemetry_client import AsyncTelemetryClient, RetryPolicy
 
-    config = RelayConfig(batch_size=500, max_in_flight=2, metrics=False)
+    # A short sweep: at the end of a drain the relay may wait one sweep for rows leased to its
+    # other batch in flight, and a 2 s pause would make a round of 0.4 s worth nothing.
+    config = RelayConfig(batch_size=500, max_in_flight=2, sweep_interval=0.02, metrics=False)
+    retry = RetryPolicy(max_attempts=4, deadline=15.0, initial_wait=0.5, max_wait=5.0)
     async with (
         AuditStore.from_url(database_url) as store,
-        AsyncTelemetryClient(telemetry_url, signing_key=os.environ[KEY_VARIABLE]) as signed,
-        AsyncTelemetryClient(telemetry_url) as plain,
+        AsyncTelemetryClient(
+            telemetry_url, retry=retry, signing_key=os.environ[KEY_VARIABLE]
+        ) as signed,
+        AsyncTelemetryClient(telemetry_url, retry=retry) as plain,
     ):
         relays = {
             "signed": OutboxRelay(store, signed, config=config),
