@@ -7,14 +7,25 @@ Three subsystems, one folder each:
 - ``storage``: ``AuditStore`` (audit row and outbox row, committed before the response),
   ``AuditReader`` (org-scoped under PostgreSQL row-level security), the ``Outbox`` queue and the
   packaged Alembic migrations (``migrate``);
-- ``delivery``: ``OutboxRelay``, which forwards the outbox to Telemetry.
+- ``delivery``: ``OutboxRelay``, which forwards the outbox to Telemetry;
+- ``integrity``: row hashes, the ``Sealer`` (signed, chained Merkle seals), ``verify_database``
+  and the offline proofs export.
 
 Every public name is importable from here. Needs the ``middleware`` extra.
 """
 
 import importlib.util as _importlib_util
 
-_REQUIRED = ("starlette", "sqlalchemy", "psycopg", "aiosqlite", "alembic", "httpx", "tenacity")
+_REQUIRED = (
+    "starlette",
+    "sqlalchemy",
+    "psycopg",
+    "aiosqlite",
+    "alembic",
+    "httpx",
+    "tenacity",
+    "cryptography",
+)
 _missing = [name for name in _REQUIRED if _importlib_util.find_spec(name) is None]
 if _missing:
     raise ImportError(
@@ -26,6 +37,9 @@ from audit_middleware._exceptions import (  # noqa: E402
     AuditError,
     ConfigurationError,
     DatabaseUnavailable,
+    IntegrityError,
+    IntegritySchemaMissing,
+    IntegrityUnavailable,
     MigrationError,
     OutboxError,
     OutboxSchemaMissing,
@@ -48,6 +62,27 @@ from audit_middleware.delivery import (  # noqa: E402
     RelayStats,
     TelemetryExporter,
     relay_command,
+)
+from audit_middleware.integrity import (  # noqa: E402
+    DirectorySink,
+    Finding,
+    IntegrityStats,
+    Seal,
+    Sealer,
+    SealerConfig,
+    SealSink,
+    SigningKey,
+    VerifyReport,
+    build_export,
+    generate_key_files,
+    leaf_hash,
+    load_public_keys,
+    load_signing_key,
+    merkle_root,
+    root_from_inclusion_proof,
+    row_hash,
+    verify_database,
+    verify_export,
 )
 from audit_middleware.request import (  # noqa: E402
     DEFAULT_METHODS,
@@ -104,11 +139,17 @@ __all__ = [
     "DatabaseUnavailable",
     "DeadLetter",
     "DeliveryPolicy",
+    "DirectorySink",
     "EntityResolver",
     "ExportFailure",
     "ExportResult",
     "Exporter",
+    "Finding",
     "IdentityResolver",
+    "IntegrityError",
+    "IntegritySchemaMissing",
+    "IntegrityStats",
+    "IntegrityUnavailable",
     "MigrationError",
     "Outbox",
     "OutboxBackoff",
@@ -127,13 +168,25 @@ __all__ = [
     "RelayConfig",
     "RelayStats",
     "SchemaMissing",
+    "Seal",
+    "SealSink",
+    "Sealer",
+    "SealerConfig",
+    "SigningKey",
     "StoreError",
     "StoreSchemaMissing",
     "StoreUnavailable",
     "TelemetryExporter",
     "TrustedProxies",
     "UnreadableRecord",
+    "VerifyReport",
+    "build_export",
     "database_roles",
+    "generate_key_files",
+    "leaf_hash",
+    "load_public_keys",
+    "load_signing_key",
+    "merkle_root",
     "migrate",
     "migrate_command",
     "migrate_sync",
@@ -141,7 +194,11 @@ __all__ = [
     "record",
     "relay_command",
     "resolve_client_ip",
+    "root_from_inclusion_proof",
     "route_entity",
+    "row_hash",
+    "verify_database",
+    "verify_export",
 ]
 
 # Public names report the public module, as httpx does, so tracebacks and docs point here.

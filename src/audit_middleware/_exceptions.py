@@ -15,7 +15,10 @@ Our exception tree::
     ├── OutboxError                 an outbox operation of the relay (claim, ack, ...) failed
     │   ├── OutboxUnavailable       (a DatabaseUnavailable)
     │   └── OutboxSchemaMissing     (a SchemaMissing)
-    └── MigrationError              the schema could not be migrated (bad URL, unreachable, DDL)
+    ├── MigrationError              the schema could not be migrated (bad URL, unreachable, DDL)
+    └── IntegrityError              sealing or verification could not run (key file, database)
+        ├── IntegrityUnavailable    (a DatabaseUnavailable)
+        └── IntegritySchemaMissing  (a SchemaMissing)
 
 Catch ``DatabaseUnavailable`` for an outage and ``SchemaMissing`` for an unmigrated database,
 whichever part met it; catch ``StoreError`` (and so on) for everything one part can raise.
@@ -37,6 +40,9 @@ __all__ = [
     "AuditError",
     "ConfigurationError",
     "DatabaseUnavailable",
+    "IntegrityError",
+    "IntegritySchemaMissing",
+    "IntegrityUnavailable",
     "MigrationError",
     "OutboxError",
     "OutboxSchemaMissing",
@@ -108,11 +114,28 @@ class MigrationError(AuditError):
     """The audit schema could not be migrated."""
 
 
+class IntegrityError(AuditError):
+    """Seals could not be made or checked: a bad key file, an unusable database or sink.
+
+    What verification *finds* (an altered row, a broken chain) is no exception: it is a finding
+    in the report.
+    """
+
+
+class IntegrityUnavailable(IntegrityError, DatabaseUnavailable):
+    """The database could not be reached, or the connection broke, while sealing or verifying."""
+
+
+class IntegritySchemaMissing(IntegrityError, SchemaMissing):
+    """The audit or seal tables do not exist (migration 0003 adds ``audit_seals``)."""
+
+
 # The error of each family for an outage and for missing tables.
 _VARIANTS: dict[type[AuditError], tuple[type[AuditError], type[AuditError]]] = {
     StoreError: (StoreUnavailable, StoreSchemaMissing),
     OutboxError: (OutboxUnavailable, OutboxSchemaMissing),
     ReaderError: (ReaderUnavailable, ReaderSchemaMissing),
+    IntegrityError: (IntegrityUnavailable, IntegritySchemaMissing),
 }
 
 # undefined_table, invalid_schema_name

@@ -26,6 +26,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from audit_middleware._exceptions import StoreError, StoreSchemaMissing, map_database_error
+from audit_middleware.integrity._rowhash import row_hash
 from audit_middleware.storage._urls import async_url
 from auditevt import Action, Event
 
@@ -58,12 +59,12 @@ WITH v AS MATERIALIZED (
   INSERT INTO public.audit_log (id, event_id, action, entity_type, entity_id, user_id,
                                 organization_id, ip_address, user_agent, request_path,
                                 status_code, "timestamp", changes, action_context,
-                                break_glass_id, impersonation_id, event_json)
+                                break_glass_id, impersonation_id, event_json, row_hash)
   SELECT v.id, v.event_id, %(action)s::varchar, %(entity_type)s::text, %(entity_id)s::bigint,
          %(user_id)s::bigint, v.organization_id, %(ip_address)s::text, %(user_agent)s::text,
          %(request_path)s::text, %(status_code)s::integer, %(timestamp)s::timestamptz,
          %(changes)s::jsonb, %(action_context)s::varchar, %(break_glass_id)s::bigint,
-         %(impersonation_id)s::bigint, v.event_json
+         %(impersonation_id)s::bigint, v.event_json, %(row_hash)s::bytea
   FROM v
 )
 INSERT INTO public.audit_outbox (event_id, audit_id, organization_id, payload)
@@ -72,11 +73,10 @@ SELECT v.event_id, v.id, v.organization_id, v.event_json FROM v"""
 _SQLITE_WRITE_LOG = text(
     "INSERT INTO main.audit_log (event_id, action, entity_type, entity_id, user_id, "
     "organization_id, ip_address, user_agent, request_path, status_code, timestamp, changes, "
-    "action_context, break_glass_id, impersonation_id, event_json) VALUES (:event_id, :action, "
-    ":entity_type, "
-    ":entity_id, :user_id, :organization_id, :ip_address, :user_agent, :request_path, "
-    ":status_code, :timestamp, :changes, :action_context, :break_glass_id, :impersonation_id, "
-    ":event_json)"
+    "action_context, break_glass_id, impersonation_id, event_json, row_hash) VALUES (:event_id, "
+    ":action, :entity_type, :entity_id, :user_id, :organization_id, :ip_address, :user_agent, "
+    ":request_path, :status_code, :timestamp, :changes, :action_context, :break_glass_id, "
+    ":impersonation_id, :event_json, :row_hash)"
 ).bindparams(
     # SQLAlchemy's own encodings, so Core queries on AUDIT_LOG / AUDIT_OUTBOX read these back.
     bindparam("event_id", type_=Uuid(as_uuid=True)),
@@ -207,6 +207,7 @@ class AuditStore:
         action = event.action
         context = event.action_context
         changes = _changes_json(event.changes, self._postgresql)
+        event_json = event.to_json()
         if self._postgresql:
             # Int8 keeps the parameter types, and so psycopg's prepared statement, the same
             # whatever the size of the ids; text loses U+0000, which PostgreSQL cannot store.
@@ -226,7 +227,8 @@ class AuditStore:
                 "action_context": None if context is None else str(context),
                 "break_glass_id": _int8_or_none(event.break_glass_id),
                 "impersonation_id": _int8_or_none(event.impersonation_id),
-                "event_json": event.to_json(),
+                "event_json": event_json,
+                "row_hash": row_hash(event_id, event_json),
             }
         return {
             "event_id": event_id,
@@ -245,7 +247,8 @@ class AuditStore:
             "action_context": None if context is None else str(context),
             "break_glass_id": event.break_glass_id,
             "impersonation_id": event.impersonation_id,
-            "event_json": event.to_json(),
+            "event_json": event_json,
+            "row_hash": row_hash(event_id, event_json),
         }
 
     async def _write_postgresql(self, params: dict[str, Any]) -> None:

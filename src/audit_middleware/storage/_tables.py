@@ -20,6 +20,7 @@ from sqlalchemy import (
     DateTime,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -34,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 __all__ = [
     "AUDIT_LOG",
     "AUDIT_OUTBOX",
+    "AUDIT_SEALS",
     "POSTGRESQL_SCHEMA",
     "SQLITE_SCHEMA",
     "metadata",
@@ -75,6 +77,9 @@ AUDIT_LOG = Table(
     # The canonical Event JSON (Event.to_json()), kept verbatim: what Telemetry receives.
     Column("event_json", Text, nullable=False),
     Column("inserted_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # SHA-256 over event_id and event_json (audit_middleware.integrity._rowhash), by the writer;
+    # NULL only from a writer older than migration 0003 (the sealer computes it then).
+    Column("row_hash", LargeBinary, nullable=True),
     # The reader's filter and keyset order, within one organization (revision 0002).
     Index("ix_audit_log_org_ts_event", "organization_id", "timestamp", "event_id"),
 )
@@ -102,6 +107,26 @@ AUDIT_OUTBOX = Table(
         postgresql_where=text("dead_lettered_at IS NULL"),
         sqlite_where=text("dead_lettered_at IS NULL"),
     ),
+)
+
+# Signed seals over id ranges of audit_log (audit_middleware.integrity), append-only.
+AUDIT_SEALS = Table(
+    "audit_seals",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("first_id", BigInteger, nullable=False),
+    Column("last_id", BigInteger, nullable=False),
+    Column("row_count", BigInteger, nullable=False),
+    Column("key_id", Text, nullable=False),
+    Column("sealed_at", DateTime(timezone=True), nullable=False),
+    # The signed canonical JSON; the columns above are copies for queries, checked against it.
+    Column("body", Text, nullable=False),
+    Column("signature", LargeBinary, nullable=False),
+    # The sealed leaves (8-byte big-endian ids, 32-byte row hashes), authenticated by the root:
+    # what lets the verifier name the altered, deleted or inserted row, not just the seal.
+    Column("ids", LargeBinary, nullable=False),
+    Column("row_hashes", LargeBinary, nullable=False),
+    Index("ix_audit_seals_last_id", "last_id", unique=True),
 )
 
 

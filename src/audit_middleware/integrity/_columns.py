@@ -1,0 +1,87 @@
+"""Do a row's column copies still say what its ``event_json`` says?
+
+The row hash covers ``event_id`` and ``event_json`` only; the columns beside them (what the reader
+filters and row-level security scopes on) are copies. An attacker who edits a copy, e.g. moves a
+row to another organization by changing ``organization_id`` alone, is caught here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from auditevt import Action, Event
+
+__all__ = ["COLUMNS", "column_mismatches"]
+
+COLUMNS = (
+    "action",
+    "entity_type",
+    "entity_id",
+    "user_id",
+    "organization_id",
+    "ip_address",
+    "user_agent",
+    "request_path",
+    "status_code",
+    "timestamp",
+    "changes",
+    "action_context",
+    "break_glass_id",
+    "impersonation_id",
+)
+"""The columns compared with ``event_json``."""
+
+
+def _pg_text(value: str, postgresql: bool) -> str:
+    # PostgreSQL text cannot hold U+0000: the store writes U+FFFD in the copies.
+    return value.replace("\x00", "\ufffd") if postgresql else value
+
+
+def _expected(event: Event, postgresql: bool) -> dict[str, Any]:
+    changes = event.changes
+    if changes is not None:
+        encoded = json.dumps(changes, ensure_ascii=False, separators=(",", ":"))
+        changes = json.loads(encoded.replace("\\u0000", "\\ufffd") if postgresql else encoded)
+    action = event.action
+    return {
+        "action": action.value if isinstance(action, Action) else action,
+        "entity_type": _pg_text(event.entity_type, postgresql),
+        "entity_id": event.entity_id,
+        "user_id": event.user_id,
+        "organization_id": event.organization_id,
+        "ip_address": _pg_text(event.ip_address, postgresql),
+        "user_agent": _pg_text(event.user_agent, postgresql),
+        "request_path": _pg_text(event.request_path, postgresql),
+        "status_code": event.status_code,
+        "timestamp": event.timestamp.to_datetime().astimezone(UTC),
+        "changes": changes,
+        "action_context": None if event.action_context is None else event.action_context.value,
+        "break_glass_id": event.break_glass_id,
+        "impersonation_id": event.impersonation_id,
+    }
+
+
+def parse_event(event_json: str) -> Event | str:
+    """The event in ``event_json``, or why it is not one."""
+    try:
+        return Event.model_validate_json(event_json)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        return f"event_json is not a valid Event ({first['msg']})"
+
+
+def column_mismatches(event: Event, row: Mapping[str, Any], postgresql: bool) -> list[str]:
+    """The columns of ``row`` that disagree with ``event``, as ``name (column X, event Y)``."""
+    found = []
+    for name, expected in _expected(event, postgresql).items():
+        actual = row[name]
+        if isinstance(actual, datetime) and actual.tzinfo is None:
+            actual = actual.replace(tzinfo=UTC)  # SQLite keeps UTC without an offset
+        if actual != expected:
+            found.append(f"{name} (column {actual!r}, event_json {expected!r})")
+    return found

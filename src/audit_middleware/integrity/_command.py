@@ -1,0 +1,273 @@
+"""``auditevt seal``, ``keygen``, ``verify`` and ``prove``: the ``auditevt._cli.Command`` values.
+
+Registered as entry points in the ``auditevt.commands`` group (``pyproject.toml``). A user error (a bad URL, an unreadable key or
+export, a bad argument) raises ``UsageError``: one line on stderr, exit status 2. A failure of
+the database is one line and exit status 1; ``verify`` also exits 1 when it finds anything wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from audit_middleware._exceptions import IntegrityError
+from audit_middleware.integrity._export import build_export, verify_export
+from audit_middleware.integrity._keys import generate_key_files, load_public_keys, load_signing_key
+from audit_middleware.integrity._report import VerifyReport
+from audit_middleware.integrity._sealer import Sealer, SealerConfig, create_engine
+from audit_middleware.integrity._sink import DirectorySink
+from audit_middleware.integrity._verify import DEFAULT_MAX_UNSEALED_AGE, verify_database
+from auditevt._cli import Command, UsageError
+
+__all__ = ["KEYGEN", "PROVE", "SEAL", "VERIFY"]
+
+_DB_HELP = "postgresql+psycopg://user@host:5432/db or sqlite:///path.sqlite3"
+
+
+def _fail(command: str, exc: Exception) -> int:
+    print(f"auditevt {command}: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+    return 1
+
+
+def _check_url(command: str, url: str) -> None:
+    try:
+        create_engine(url)  # parses only; nothing connects
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"{command}: --database-url: {exc}") from None
+
+
+# --- seal ------------------------------------------------------------------------------------
+
+
+def seal_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``auditevt seal``."""
+    parser.add_argument("--database-url", required=True, metavar="URL", help=_DB_HELP)
+    parser.add_argument("--key", required=True, metavar="FILE", help="the private key (PEM)")
+    parser.add_argument(
+        "--publish", metavar="DIR", help="also write each seal to DIR, outside the database"
+    )
+    parser.add_argument(
+        "--max-rows",
+        type=int,
+        default=SealerConfig.max_rows,
+        metavar="N",
+        help=f"most rows per seal (default {SealerConfig.max_rows})",
+    )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=SealerConfig.settle,
+        metavar="S",
+        help=f"seconds to wait for writers in flight (default {SealerConfig.settle})",
+    )
+
+
+async def _seal(args: argparse.Namespace, config: SealerConfig) -> str:
+    key = load_signing_key(args.key)
+    sink = DirectorySink(args.publish) if args.publish else None
+    async with Sealer.from_url(args.database_url, key, sink=sink, config=config) as sealer:
+        seals = []
+        while True:  # a backlog larger than max_rows: full seals back to back
+            seal = await sealer.run_once()
+            if seal is None:
+                break
+            seals.append(seal)
+            if seal.count < config.max_rows:
+                break
+        lag = sealer.stats.seal_lag()
+        tail = f"; rows not sealed yet: oldest {lag:.0f} s old" if lag else "; every row sealed"
+    if not seals:
+        return f"nothing to seal{tail}"
+    rows = sum(seal.count for seal in seals)
+    return (
+        f"sealed {rows} rows in {len(seals)} seal(s) (seal {seals[0].seq}..{seals[-1].seq}, "
+        f"ids up to {seals[-1].last_id}){tail}"
+    )
+
+
+def seal_run(args: argparse.Namespace) -> int:
+    """Seal once (every committed row below the safe horizon); print one line."""
+    _check_url("seal", args.database_url)
+    try:
+        config = SealerConfig(max_rows=args.max_rows, settle=args.settle)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"seal: {exc}") from None
+    try:
+        load_signing_key(args.key)
+    except IntegrityError as exc:
+        raise UsageError(f"seal: --key: {exc}") from None
+    if not args.publish:
+        print("auditevt seal: warning: seals not published (give --publish DIR)", file=sys.stderr)
+    try:
+        print(asyncio.run(_seal(args, config)))
+    except IntegrityError as exc:
+        return _fail("seal", exc)
+    return 0
+
+
+# --- keygen ----------------------------------------------------------------------------------
+
+
+def keygen_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``auditevt keygen``."""
+    parser.add_argument("--out", required=True, metavar="DIR", help="where to write the pair")
+
+
+def keygen_run(args: argparse.Namespace) -> int:
+    """Write a new key pair; print both paths."""
+    try:
+        private, public = generate_key_files(args.out)
+    except IntegrityError as exc:
+        raise UsageError(f"keygen: --out: {exc}") from None
+    print(f"private key (keep secret, mode 0600): {private}")
+    print(f"public key (give to verifiers): {public}")
+    return 0
+
+
+# --- verify ----------------------------------------------------------------------------------
+
+
+def verify_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``auditevt verify``."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--database-url", metavar="URL", help=_DB_HELP)
+    source.add_argument("--export", metavar="FILE", help="an export of `auditevt prove`")
+    parser.add_argument(
+        "--public-key",
+        required=True,
+        action="append",
+        metavar="FILE",
+        help="a trusted public key (PEM); repeat for keys rotated out",
+    )
+    parser.add_argument("--organization", type=int, metavar="N", help="check N's rows only")
+    parser.add_argument("--published", metavar="DIR", help="compare with seals published in DIR")
+    parser.add_argument(
+        "--max-unsealed-age",
+        type=float,
+        default=DEFAULT_MAX_UNSEALED_AGE,
+        metavar="S",
+        help="unsealed rows older than S seconds are a problem "
+        f"(default {DEFAULT_MAX_UNSEALED_AGE:.0f})",
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _print_report(report: VerifyReport, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report.to_json(), indent=2))
+        return
+    for finding in report.findings:
+        print(f"{'PROBLEM' if finding.problem else 'note'} {finding.kind}: {finding.message}")
+    print(report.summary())
+
+
+def verify_run(args: argparse.Namespace) -> int:
+    """Verify the database or an export; exit 0 when clean, 1 when anything is wrong."""
+    try:
+        keys = load_public_keys(args.public_key)
+    except IntegrityError as exc:
+        raise UsageError(f"verify: --public-key: {exc}") from None
+    if args.published is not None and not Path(args.published).is_dir():
+        raise UsageError(f"verify: --published: {args.published} is not a directory")
+    if args.export is not None:
+        try:
+            data: Any = json.loads(Path(args.export).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise UsageError(f"verify: cannot read {args.export}: {exc.strerror}") from None
+        except ValueError as exc:
+            raise UsageError(f"verify: {args.export} is not JSON: {exc}") from None
+        try:
+            report = verify_export(data, keys, published=args.published)
+        except IntegrityError as exc:
+            raise UsageError(f"verify: {args.export}: {exc}") from None
+    else:
+        _check_url("verify", args.database_url)
+
+        async def run() -> VerifyReport:
+            engine = create_engine(args.database_url)
+            try:
+                return await verify_database(
+                    engine,
+                    keys,
+                    organization=args.organization,
+                    published=args.published,
+                    max_unsealed_age=args.max_unsealed_age,
+                )
+            finally:
+                await engine.dispose()
+
+        try:
+            report = asyncio.run(run())
+        except IntegrityError as exc:
+            return _fail("verify", exc)
+    _print_report(report, args.json)
+    return 0 if report.ok else 1
+
+
+# --- prove -----------------------------------------------------------------------------------
+
+
+def prove_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``auditevt prove``."""
+    parser.add_argument("--database-url", required=True, metavar="URL", help=_DB_HELP)
+    parser.add_argument("--organization", required=True, type=int, metavar="N")
+    parser.add_argument(
+        "--out", required=True, metavar="FILE", help="where to write (- for stdout)"
+    )
+
+
+def prove_run(args: argparse.Namespace) -> int:
+    """Write organization N's sealed rows with their inclusion proofs and the seals."""
+    _check_url("prove", args.database_url)
+
+    async def run() -> dict[str, Any]:
+        engine = create_engine(args.database_url)
+        try:
+            return await build_export(engine, args.organization)
+        finally:
+            await engine.dispose()
+
+    try:
+        export = asyncio.run(run())
+    except IntegrityError as exc:
+        return _fail("prove", exc)
+    text = json.dumps(export, indent=1) + "\n"
+    if args.out == "-":
+        sys.stdout.write(text)
+        return 0
+    try:
+        Path(args.out).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"prove: cannot write {args.out}: {exc.strerror}") from None
+    print(f"wrote {len(export['rows'])} rows and {len(export['seals'])} seals to {args.out}")
+    return 0
+
+
+SEAL = Command(
+    name="seal",
+    help="seal committed audit rows into a signed, chained Merkle seal (one pass)",
+    add_arguments=seal_arguments,
+    run=seal_run,
+)
+KEYGEN = Command(
+    name="keygen",
+    help="write a new Ed25519 seal key pair (private and public PEM files)",
+    add_arguments=keygen_arguments,
+    run=keygen_run,
+)
+VERIFY = Command(
+    name="verify",
+    help="check audit rows and seals (or an export); exit 1 if anything was tampered with",
+    add_arguments=verify_arguments,
+    run=verify_run,
+)
+PROVE = Command(
+    name="prove",
+    help="export an organization's sealed rows with inclusion proofs, for offline audit",
+    add_arguments=prove_arguments,
+    run=prove_run,
+)

@@ -1,0 +1,29 @@
+"""The content hash of one audit row, computed by the writer before the row is sent.
+
+``row_hash = SHA-256("auditevt.row.v1" 0x00 || event_id (16 bytes) || event_json (UTF-8))``
+
+Identity means the row's ``event_id``: minted before the write, unique, and the key Telemetry
+deduplicates on. The sequence ``id`` is drawn by the database inside the write statement, so the
+writer cannot know it without a round trip; it is bound later, in the Merkle leaf
+(:func:`~audit_middleware.integrity._merkle.leaf_hash`), so moving a row to another id is caught
+too. There is no link to the previous row: concurrent writers stay independent.
+
+Migration 0003 computes the same hash in SQL for rows written before it
+(``sha256(tag || uuid_send(event_id) || convert_to(event_json, 'UTF8'))``); a test holds the two
+to each other. This module imports nothing but hashlib: the store's write path imports it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from uuid import UUID
+
+__all__ = ["ROW_HASH_TAG", "row_hash"]
+
+ROW_HASH_TAG = b"auditevt.row.v1\x00"
+"""Domain separation: a row hash can never be mistaken for any other SHA-256 we compute."""
+
+
+def row_hash(event_id: UUID, event_json: str) -> bytes:
+    """The 32-byte content hash of the row holding ``event_json`` under ``event_id``."""
+    return hashlib.sha256(ROW_HASH_TAG + event_id.bytes + event_json.encode("utf-8")).digest()

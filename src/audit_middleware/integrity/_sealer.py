@@ -1,0 +1,310 @@
+"""``Sealer``: seals every committed row below the safe horizon into a signed, chained seal.
+
+One pass (:meth:`Sealer.run_once`):
+
+1. find the safe horizon ``H`` (PostgreSQL: :mod:`._horizon`; SQLite has one writer at a time,
+   so every row a reader sees is below any row still being written and ``H`` is the highest
+   visible id);
+2. in one transaction, under an advisory lock so concurrent sealers queue: read the latest
+   seal, the rows after it up to ``H`` (ids and row hashes only), build the RFC 6962 tree, sign
+   the seal and insert it, with the sealed ids and hashes;
+3. publish it to the sink (after the commit, so a published seal is always in the database;
+   the latest seal is published again at the start of the next pass, which repairs a publish
+   that failed or a process that died in between).
+
+:meth:`Sealer.run_forever` repeats it every ``interval`` seconds; run it next to the relay
+(``docs/operations.md``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy.exc
+from sqlalchemy import func, select, text
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from audit_middleware._exceptions import IntegrityError, map_database_error
+from audit_middleware.integrity._horizon import WriterHorizon, observe_writers
+from audit_middleware.integrity._keys import SigningKey
+from audit_middleware.integrity._merkle import leaf_hash, merkle_root
+from audit_middleware.integrity._metrics import IntegrityStats, track
+from audit_middleware.integrity._rowhash import row_hash
+from audit_middleware.integrity._seal import GENESIS, Seal, make_seal
+from audit_middleware.integrity._sink import SealSink
+from audit_middleware.storage._tables import AUDIT_LOG, AUDIT_SEALS
+from audit_middleware.storage._urls import async_url
+
+__all__ = ["SEAL_LOCK_KEY", "Sealer", "SealerConfig", "create_engine"]
+
+logger = logging.getLogger("audit_middleware.integrity")
+
+SEAL_LOCK_KEY = 0x7365616C6572  # "sealer": the transaction-scoped advisory lock
+_ID = struct.Struct(">q")
+
+_LATEST_SEAL = text(
+    "SELECT seq, last_id, body, signature FROM audit_seals ORDER BY seq DESC LIMIT 1"
+)
+# Content only where the writer left no hash (a writer older than migration 0003).
+_ROWS = """\
+SELECT id, row_hash, CASE WHEN row_hash IS NULL THEN event_id END,
+       CASE WHEN row_hash IS NULL THEN event_json END
+FROM audit_log WHERE id > :after{upto} ORDER BY id LIMIT :limit"""
+
+
+@dataclass(frozen=True)
+class SealerConfig:
+    """How a sealer paces itself."""
+
+    max_rows: int = 1_000_000
+    """Most rows one seal covers; a larger backlog is sealed over several passes."""
+    settle: float = 2.0
+    """Seconds a pass keeps watching writers still in flight before sealing what is safe."""
+    poll_interval: float = 0.01
+    """Seconds between two looks at the writers in flight."""
+    interval: float = 60.0
+    """Seconds between passes of :meth:`Sealer.run_forever`."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_rows, bool) or not isinstance(self.max_rows, int):
+            raise TypeError(f"max_rows must be an int, not {self.max_rows!r}")
+        if self.max_rows < 1:
+            raise ValueError(f"max_rows must be at least 1, got {self.max_rows}")
+        for name in ("settle", "poll_interval", "interval"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
+
+
+def create_engine(url: str | URL) -> AsyncEngine:
+    """An engine for the sealer or verifier (fails fast when PostgreSQL is unreachable)."""
+    parsed = async_url(url)
+    kwargs: dict[str, Any] = {}
+    if parsed.drivername.startswith("postgresql"):
+        kwargs["connect_args"] = {"connect_timeout": 5}
+    return create_async_engine(parsed, **kwargs)
+
+
+def _utc_text(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+class Sealer:
+    """Seals ``audit_log`` with ``key`` and publishes each seal to ``sink``.
+
+    Give it an ``AsyncEngine`` (the store's ``engine`` will do, if its role may read every
+    organization: a member of ``auditevt_sealer``) or use :meth:`from_url`. Nothing connects
+    until :meth:`run_once`. ``stats`` collects what it did and is reported to Prometheus
+    (``registry``, default the global one) when ``prometheus_client`` is installed.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        key: SigningKey,
+        *,
+        sink: SealSink | None = None,
+        config: SealerConfig | None = None,
+        stats: IntegrityStats | None = None,
+        registry: Any = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if not isinstance(engine, AsyncEngine):
+            raise TypeError(f"engine must be a sqlalchemy AsyncEngine, not {type(engine).__name__}")
+        if not isinstance(key, SigningKey):
+            raise TypeError(f"key must be a SigningKey, not {type(key).__name__}")
+        self._engine = engine
+        self._owns_engine = False
+        self._postgresql = engine.dialect.name == "postgresql"
+        self._key = key
+        self._sink = sink
+        self.config = config if config is not None else SealerConfig()
+        self.stats = stats if stats is not None else IntegrityStats()
+        self._registry = registry
+        self._tracked = False
+        self._sleep = sleep
+        self._horizon = WriterHorizon()
+        self._republish = sink is not None
+
+    @classmethod
+    def from_url(cls, url: str | URL, key: SigningKey, **kwargs: Any) -> Sealer:
+        """A sealer on a new engine for ``url`` (closed by :meth:`aclose`)."""
+        sealer = cls(create_engine(url), key, **kwargs)
+        sealer._owns_engine = True
+        return sealer
+
+    async def aclose(self) -> None:
+        """Dispose of the engine if :meth:`from_url` created it."""
+        if self._owns_engine:
+            await self._engine.dispose()
+
+    async def __aenter__(self) -> Sealer:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def run_once(self) -> Seal | None:
+        """Seal what is safe to seal now; return the new seal, or None when nothing was due.
+
+        Raises ``IntegrityError`` when the database or the sink fails (a seal committed before
+        a sink failure stays committed and is published again on the next pass).
+        """
+        if not self._tracked:
+            track(self.stats, self._registry)
+            self._tracked = True
+        try:
+            if self._republish and self._sink is not None:
+                await self._publish_latest()
+            horizon = await self._safe_horizon() if self._postgresql else None
+            seal = await self._seal(horizon)
+            await self._note_unsealed(seal)
+        except IntegrityError:
+            self.stats.seal_failures += 1
+            raise
+        except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
+            self.stats.seal_failures += 1
+            raise map_database_error(exc, IntegrityError, "seal audit_log") from exc
+        if seal is not None and self._sink is not None:
+            self._republish = True
+            try:
+                self._sink.publish(seal)
+            except Exception as exc:
+                self.stats.seal_failures += 1
+                raise IntegrityError(f"seal {seal.seq} committed but not published: {exc}") from exc
+            self._republish = False
+        return seal
+
+    async def run_forever(self) -> None:
+        """:meth:`run_once` every ``config.interval`` seconds until cancelled; logs failures."""
+        while True:
+            try:
+                while True:  # a backlog: full seals back to back
+                    seal = await self.run_once()
+                    if seal is None or seal.count < self.config.max_rows:
+                        break
+            except IntegrityError as exc:
+                logger.error("sealing failed: %s", exc)
+            await self._sleep(self.config.interval)
+
+    async def _safe_horizon(self) -> int | None:
+        async with self._engine.connect() as raw:
+            conn = await raw.execution_options(isolation_level="AUTOCOMMIT")
+            first, writers = await observe_writers(conn)
+            horizon = self._horizon.advance(first, writers)
+            deadline = time.monotonic() + self.config.settle
+            # Writers in flight usually finish within milliseconds; a late one holds the
+            # horizon below its ids until it ends (it is sealed by a later pass).
+            while (horizon is None or horizon < first) and time.monotonic() < deadline:
+                await self._sleep(self.config.poll_interval)
+                horizon = self._horizon.advance(*await observe_writers(conn))
+        return horizon
+
+    async def _seal(self, horizon: int | None) -> Seal | None:
+        if self._postgresql and horizon is None:
+            return None
+        async with self._engine.begin() as conn:
+            if self._postgresql:
+                await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SEAL_LOCK_KEY})")
+            latest = (await conn.execute(_LATEST_SEAL)).one_or_none()
+            prev_seq, after = (0, 0) if latest is None else (int(latest[0]), int(latest[1]))
+            prev_hash = GENESIS if latest is None else Seal.parse(latest[2], latest[3]).hash
+            if horizon is not None and horizon <= after:
+                return None
+            ids, hashes = await self._rows(conn, after, horizon)
+            if not ids:
+                return None
+            full = len(ids) == self.config.max_rows
+            last_id = ids[-1] if full or horizon is None else horizon
+            leaves = [leaf_hash(i, h) for i, h in zip(ids, hashes, strict=True)]
+            sealed_at = datetime.now(UTC)
+            seal = make_seal(
+                self._key,
+                seq=prev_seq + 1,
+                first_id=after + 1,
+                last_id=last_id,
+                count=len(ids),
+                root=merkle_root(leaves),
+                prev=prev_hash,
+                sealed_at=_utc_text(sealed_at),
+            )
+            await conn.execute(
+                AUDIT_SEALS.insert().values(
+                    seq=seal.seq,
+                    first_id=seal.first_id,
+                    last_id=seal.last_id,
+                    row_count=seal.count,
+                    key_id=seal.key_id,
+                    sealed_at=sealed_at,
+                    body=seal.body,
+                    signature=seal.signature,
+                    ids=b"".join(_ID.pack(i) for i in ids),
+                    row_hashes=b"".join(hashes),
+                )
+            )
+        self.stats.seals_written += 1
+        self.stats.rows_sealed += seal.count
+        logger.info(
+            "sealed ids %d..%d (%d rows) as seal %d",
+            seal.first_id,
+            seal.last_id,
+            seal.count,
+            seal.seq,
+        )
+        return seal
+
+    async def _rows(
+        self, conn: AsyncConnection, after: int, horizon: int | None
+    ) -> tuple[list[int], list[bytes]]:
+        sql = _ROWS.format(upto="" if horizon is None else " AND id <= :upto")
+        params: dict[str, Any] = {"after": after, "limit": self.config.max_rows}
+        if horizon is not None:
+            params["upto"] = horizon
+        result = await conn.execute(text(sql), params)
+        ids: list[int] = []
+        hashes: list[bytes] = []
+        for row_id, stored, event_id, event_json in result.tuples():
+            ids.append(row_id)
+            if stored is None:
+                stored = row_hash(uuid.UUID(str(event_id)), event_json)
+            hashes.append(bytes(stored))
+        return ids, hashes
+
+    async def _note_unsealed(self, seal: Seal | None) -> None:
+        async with self._engine.connect() as conn:
+            if seal is None:
+                latest = (await conn.execute(_LATEST_SEAL)).one_or_none()
+                after = 0 if latest is None else int(latest[1])
+            else:
+                after = seal.last_id
+            oldest = (
+                await conn.execute(
+                    select(func.min(AUDIT_LOG.c.inserted_at)).where(AUDIT_LOG.c.id > after)
+                )
+            ).scalar()
+        self.stats.oldest_unsealed_at = None if oldest is None else _as_utc(oldest).timestamp()
+
+    async def _publish_latest(self) -> None:
+        if self._sink is None:
+            return
+        async with self._engine.connect() as conn:
+            latest = (await conn.execute(_LATEST_SEAL)).one_or_none()
+        if latest is not None:
+            try:
+                self._sink.publish(Seal.parse(latest[2], latest[3]))
+            except Exception as exc:
+                raise IntegrityError(f"cannot publish seal {latest[0]}: {exc}") from exc
+        self._republish = False
