@@ -1,8 +1,9 @@
 """``auditevt seal``, ``keygen``, ``verify`` and ``prove``: the ``auditevt._cli.Command`` values.
 
-Registered as entry points in the ``auditevt.commands`` group (``pyproject.toml``). A user error (a bad URL, an unreadable key or
-export, a bad argument) raises ``UsageError``: one line on stderr, exit status 2. A failure of
-the database is one line and exit status 1; ``verify`` also exits 1 when it finds anything wrong.
+Registered as entry points in the ``auditevt.commands`` group (``pyproject.toml``). A user error
+(a bad URL, an unreadable key or export, a bad argument) raises ``UsageError``: one line on
+stderr, exit status 2. A failure of the database is one line and exit status 1; ``verify`` also
+exits 1 when it finds anything wrong.
 """
 
 from __future__ import annotations

@@ -44,7 +44,8 @@ _WRITERS = """\
 SELECT DISTINCT l.virtualtransaction FROM pg_locks l
 WHERE l.locktype = 'relation' AND l.mode = 'RowExclusiveLock' AND l.granted
   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-  AND l.relation IN (SELECT relid FROM pg_partition_tree('audit_log'::regclass))
+  AND l.relation IN (SELECT 'audit_log'::regclass
+                     UNION ALL SELECT relid FROM pg_partition_tree('audit_log'::regclass))
   AND l.pid <> pg_backend_pid()"""
 
 

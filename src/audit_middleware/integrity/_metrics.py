@@ -32,7 +32,7 @@ METRIC_NAMES = (
 """The Prometheus families reported (counters get ``_total`` on exposition)."""
 
 
-@dataclass(slots=True, weakref_slot=True)
+@dataclass(slots=True, weakref_slot=True, eq=False)
 class IntegrityStats:
     """What a sealer (or a verifier) did since it started; share one to add them up."""
 

@@ -276,7 +276,7 @@ class Sealer:
         result = await conn.execute(text(sql), params)
         ids: list[int] = []
         hashes: list[bytes] = []
-        for row_id, stored, event_id, event_json in result.tuples():
+        for row_id, stored, event_id, event_json in result:
             ids.append(row_id)
             if stored is None:
                 stored = row_hash(uuid.UUID(str(event_id)), event_json)

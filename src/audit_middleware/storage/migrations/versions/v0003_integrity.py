@@ -77,7 +77,8 @@ _SQLITE_SEALS = [
        BEGIN SELECT RAISE(ABORT, 'audit_seals is append-only: DELETE refused'); END""",
 ]
 _SQLITE_LOG_UPDATE_TRIGGER = """CREATE TRIGGER audit_log_append_only_update
-       BEFORE UPDATE ON audit_log BEGIN SELECT RAISE(ABORT, 'audit_log is append-only: UPDATE refused'); END"""
+       BEFORE UPDATE ON audit_log
+       BEGIN SELECT RAISE(ABORT, 'audit_log is append-only: UPDATE refused'); END"""
 
 
 def _backfill_postgresql() -> None:
