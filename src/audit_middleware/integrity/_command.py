@@ -101,12 +101,12 @@ def seal_run(args: argparse.Namespace) -> int:
         load_signing_key(args.key)
     except IntegrityError as exc:
         raise UsageError(f"seal: --key: {exc}") from None
-    if not args.publish:
-        print("auditevt seal: warning: seals not published (give --publish DIR)", file=sys.stderr)
     try:
         print(asyncio.run(_seal(args, config)))
     except IntegrityError as exc:
         return _fail("seal", exc)
+    if not args.publish:
+        print("auditevt seal: warning: seals not published (give --publish DIR)", file=sys.stderr)
     return 0
 
 

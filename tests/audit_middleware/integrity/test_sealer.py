@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from conftest import FAST, libpq, make_event
 from sqlalchemy import select
 
 from audit_middleware import (
@@ -27,9 +27,11 @@ from audit_middleware import (
     verify_database,
 )
 from audit_middleware.integrity._merkle import leaf_hash
+from audit_middleware.integrity._sealer import create_engine
 from audit_middleware.integrity._sink import load_published
 from audit_middleware.storage._store import _PG_WRITE
 from audit_middleware.storage._tables import AUDIT_LOG, AUDIT_SEALS
+from conftest import FAST, libpq, make_event
 
 pytestmark = pytest.mark.anyio
 
@@ -245,3 +247,28 @@ async def test_sealer_metrics_are_read_at_scrape_time(db: AuditStore, key: Signi
     gc.collect()
     assert registry.get_sample_value("auditevt_seals_written_total") == 0
     assert load_public_keys  # exported beside the sealer
+
+
+async def test_sealer_runs_as_a_member_of_the_sealer_role_under_forced_rls(
+    db: AuditStore, pg_url: str, key: SigningKey
+) -> None:
+    role = f"auditevt_sealer_test_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(libpq(pg_url), autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN IN ROLE auditevt_sealer")
+    try:
+        for organization_id in (1, 2, 3):
+            await db.write(make_event(organization_id))
+        url = pg_url.replace("postgres@", f"{role}@", 1)
+        async with Sealer.from_url(url, key, config=FAST) as sealer:
+            seal = await sealer.run_once()  # every organization's rows, not none of them
+        assert seal is not None and seal.count == 3
+        engine = create_engine(url)
+        try:
+            report = await verify_database(engine, trusted(key))
+        finally:
+            await engine.dispose()
+        assert report.ok and report.rows_checked == 3
+    finally:
+        with psycopg.connect(libpq(pg_url), autocommit=True) as admin:
+            admin.execute(f"DROP OWNED BY {role}")
+            admin.execute(f"DROP ROLE {role}")

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FAST, make_event
 
 from audit_middleware import (
     AuditStore,
@@ -27,6 +26,7 @@ from audit_middleware import (
     verify_database,
 )
 from audit_middleware.integrity._seal import SEAL_TAG, Seal, canonical_body
+from conftest import FAST, make_event
 
 pytestmark = pytest.mark.anyio
 
@@ -62,9 +62,7 @@ async def build_log(store: AuditStore, sealer: Sealer, sql: SQL) -> None:
 
 
 @pytest.fixture
-async def log(
-    db: AuditStore, key: SigningKey, published: Path, superuser: SQL
-) -> Log:
+async def log(db: AuditStore, key: SigningKey, published: Path, superuser: SQL) -> Log:
     sealer = Sealer(db.engine, key, sink=DirectorySink(published), config=FAST)
     await build_log(db, sealer, superuser)
     rows = superuser("SELECT id FROM audit_log ORDER BY id")
