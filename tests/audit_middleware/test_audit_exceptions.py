@@ -14,6 +14,9 @@ from audit_middleware import (
     AuditReader,
     ConfigurationError,
     DatabaseUnavailable,
+    IntegrityError,
+    IntegritySchemaMissing,
+    IntegrityUnavailable,
     MigrationError,
     Outbox,
     OutboxError,
@@ -45,6 +48,9 @@ from audit_middleware import (
         (OutboxUnavailable, (OutboxError, DatabaseUnavailable)),
         (OutboxSchemaMissing, (OutboxError, SchemaMissing)),
         (MigrationError, (AuditError,)),
+        (IntegrityError, (AuditError,)),
+        (IntegrityUnavailable, (IntegrityError, DatabaseUnavailable)),
+        (IntegritySchemaMissing, (IntegrityError, SchemaMissing)),
     ],
 )
 def test_exceptions_tree_matches_the_drawing(
@@ -60,7 +66,7 @@ def test_exceptions_every_exported_exception_descends_from_audit_error() -> None
         for member in vars(audit_middleware).values()
         if inspect.isclass(member) and issubclass(member, BaseException)
     ]
-    assert len(exceptions) == 14
+    assert len(exceptions) == 17
     assert all(issubclass(cls, AuditError) for cls in exceptions)
 
 

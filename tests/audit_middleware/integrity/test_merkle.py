@@ -63,8 +63,8 @@ def reference_path(index: int, leaves: list[bytes]) -> list[bytes]:
         return []
     k = 1 << ((len(leaves) - 1).bit_length() - 1)
     if index < k:
-        return reference_path(index, leaves[:k]) + [reference_root(leaves[k:])]
-    return reference_path(index - k, leaves[k:]) + [reference_root(leaves[:k])]
+        return [*reference_path(index, leaves[:k]), reference_root(leaves[k:])]
+    return [*reference_path(index - k, leaves[k:]), reference_root(leaves[:k])]
 
 
 def test_merkle_roots_match_the_rfc6962_vectors() -> None:

@@ -1,4 +1,4 @@
-"""Migration 0003 on a populated database: every row kept, and given the hash the writer computes."""
+"""Migration 0003 on a populated database: every row kept, given the hash the writer computes."""
 
 from __future__ import annotations
 
