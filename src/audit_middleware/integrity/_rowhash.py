@@ -8,9 +8,9 @@ writer cannot know it without a round trip; it is bound later, in the Merkle lea
 (:func:`~audit_middleware.integrity._merkle.leaf_hash`), so moving a row to another id is caught
 too. There is no link to the previous row: concurrent writers stay independent.
 
-Migration 0003 computes the same hash in SQL for rows written before it
-(``sha256(tag || uuid_send(event_id) || convert_to(event_json, 'UTF8'))``); a test holds the two
-to each other. This module imports nothing but hashlib: the store's write path imports it.
+Migration 0003 computes the same hash in SQL (:data:`PG_ROW_HASH`) for rows written before it;
+a test holds the two to each other. This module imports nothing but hashlib: the store's write
+path imports it.
 """
 
 from __future__ import annotations
@@ -18,10 +18,16 @@ from __future__ import annotations
 import hashlib
 from uuid import UUID
 
-__all__ = ["ROW_HASH_TAG", "row_hash"]
+__all__ = ["PG_ROW_HASH", "ROW_HASH_TAG", "row_hash"]
 
 ROW_HASH_TAG = b"auditevt.row.v1\x00"
 """Domain separation: a row hash can never be mistaken for any other SHA-256 we compute."""
+
+PG_ROW_HASH = (
+    f"sha256('\\x{ROW_HASH_TAG.hex()}'::bytea || uuid_send(event_id)"
+    " || convert_to(event_json, 'UTF8'))"
+)
+"""The same hash as a PostgreSQL expression over a row's ``event_id`` and ``event_json``."""
 
 
 def row_hash(event_id: UUID, event_json: str) -> bytes:

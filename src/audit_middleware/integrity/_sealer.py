@@ -19,6 +19,8 @@ One pass (:meth:`Sealer.run_once`):
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import itertools
 import logging
 import struct
 import time
@@ -38,7 +40,7 @@ from audit_middleware.integrity._horizon import WriterHorizon, observe_writers
 from audit_middleware.integrity._keys import SigningKey
 from audit_middleware.integrity._merkle import leaf_hash, merkle_root
 from audit_middleware.integrity._metrics import IntegrityStats, track
-from audit_middleware.integrity._rowhash import row_hash
+from audit_middleware.integrity._rowhash import PG_ROW_HASH, row_hash
 from audit_middleware.integrity._seal import GENESIS, Seal, make_seal
 from audit_middleware.integrity._sink import SealSink
 from audit_middleware.storage._tables import AUDIT_LOG, AUDIT_SEALS
@@ -55,10 +57,18 @@ _LATEST_SEAL = text(
     "SELECT seq, last_id, body, signature FROM audit_seals ORDER BY seq DESC LIMIT 1"
 )
 # Content only where the writer left no hash (a writer older than migration 0003).
+# SQLite: one writer at a time, every visible row is due (see the module doc).
 _ROWS = """\
 SELECT id, row_hash, CASE WHEN row_hash IS NULL THEN event_id END,
        CASE WHEN row_hash IS NULL THEN event_json END
-FROM audit_log WHERE id > :after{upto} ORDER BY id LIMIT :limit"""
+FROM audit_log WHERE id > :after ORDER BY id LIMIT :limit"""
+# PostgreSQL: one row back, whatever the count: the 8-byte ids and the 32-byte hashes,
+# concatenated by the database, so no Python object is made per row. Both aggregates see the
+# rows in one order; that it is id order is not guaranteed, so _split checks it.
+_PG_ROWS = f"""\
+SELECT count(*), max(id), string_agg(int8send(id), ''::bytea), string_agg(h, ''::bytea)
+FROM (SELECT id, COALESCE(row_hash, {PG_ROW_HASH}) AS h FROM audit_log
+      WHERE id > :after AND id <= :upto ORDER BY id LIMIT :limit) AS due"""
 
 
 @dataclass(frozen=True)
@@ -100,6 +110,22 @@ def _utc_text(moment: datetime) -> str:
 
 def _as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def _split(ids: bytes, hashes: bytes) -> tuple[bytes, bytes, list[bytes]]:
+    """(ids, row hashes, leaf hashes) in id order, from packed ids and hashes in any order."""
+    values = [value for (value,) in _ID.iter_unpack(ids)]
+    if any(a >= b for a, b in itertools.pairwise(values)):
+        order = sorted(range(len(values)), key=values.__getitem__)
+        ids = b"".join(ids[8 * i : 8 * i + 8] for i in order)
+        hashes = b"".join(hashes[32 * i : 32 * i + 32] for i in order)
+    sha256 = hashlib.sha256
+    # A leaf is SHA-256(0x00 || id || row_hash), the id as the 8 bytes int8send gave.
+    leaves = [
+        sha256(b"\x00" + ids[8 * i : 8 * i + 8] + hashes[32 * i : 32 * i + 32]).digest()
+        for i in range(len(values))
+    ]
+    return ids, hashes, leaves
 
 
 class Sealer:
@@ -224,19 +250,18 @@ class Sealer:
             prev_hash = GENESIS if latest is None else Seal.parse(latest[2], latest[3]).hash
             if horizon is not None and horizon <= after:
                 return None
-            ids, hashes = await self._rows(conn, after, horizon)
-            if not ids:
+            count, top, ids_blob, hashes_blob, leaves = await self._rows(conn, after, horizon)
+            if not count:
                 return None
-            full = len(ids) == self.config.max_rows
-            last_id = ids[-1] if full or horizon is None else horizon
-            leaves = [leaf_hash(i, h) for i, h in zip(ids, hashes, strict=True)]
+            full = count == self.config.max_rows
+            last_id = top if full or horizon is None else horizon
             sealed_at = datetime.now(UTC)
             seal = make_seal(
                 self._key,
                 seq=prev_seq + 1,
                 first_id=after + 1,
                 last_id=last_id,
-                count=len(ids),
+                count=count,
                 root=merkle_root(leaves),
                 prev=prev_hash,
                 sealed_at=_utc_text(sealed_at),
@@ -251,8 +276,8 @@ class Sealer:
                     sealed_at=sealed_at,
                     body=seal.body,
                     signature=seal.signature,
-                    ids=b"".join(_ID.pack(i) for i in ids),
-                    row_hashes=b"".join(hashes),
+                    ids=ids_blob,
+                    row_hashes=hashes_blob,
                 )
             )
         self.stats.seals_written += 1
@@ -268,20 +293,32 @@ class Sealer:
 
     async def _rows(
         self, conn: AsyncConnection, after: int, horizon: int | None
-    ) -> tuple[list[int], list[bytes]]:
-        sql = _ROWS.format(upto="" if horizon is None else " AND id <= :upto")
+    ) -> tuple[int, int, bytes, bytes, list[bytes]]:
+        """(count, highest id, packed ids, packed row hashes, leaf hashes) of the rows due."""
         params: dict[str, Any] = {"after": after, "limit": self.config.max_rows}
-        if horizon is not None:
+        if self._postgresql:
             params["upto"] = horizon
-        result = await conn.execute(text(sql), params)
-        ids: list[int] = []
-        hashes: list[bytes] = []
+            count, top, ids, hashes = (await conn.execute(text(_PG_ROWS), params)).one()
+            if not count:
+                return 0, 0, b"", b"", []
+            return (int(count), int(top), *_split(bytes(ids), bytes(hashes)))
+        result = await conn.execute(text(_ROWS), params)
+        id_list: list[int] = []
+        hash_list: list[bytes] = []
         for row_id, stored, event_id, event_json in result:
-            ids.append(row_id)
+            id_list.append(row_id)
             if stored is None:
                 stored = row_hash(uuid.UUID(str(event_id)), event_json)
-            hashes.append(bytes(stored))
-        return ids, hashes
+            hash_list.append(bytes(stored))
+        if not id_list:
+            return 0, 0, b"", b"", []
+        return (
+            len(id_list),
+            id_list[-1],
+            b"".join(_ID.pack(i) for i in id_list),
+            b"".join(hash_list),
+            [leaf_hash(i, h) for i, h in zip(id_list, hash_list, strict=True)],
+        )
 
     async def _note_unsealed(self, seal: Seal | None) -> None:
         async with self._engine.connect() as conn:

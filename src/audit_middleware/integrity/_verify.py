@@ -155,7 +155,7 @@ def _check_row(
         if isinstance(event, str):
             reasons.append(event)
         else:
-            mismatches = column_mismatches(event, row._mapping, postgresql)
+            mismatches = column_mismatches(event, row, postgresql)
             if mismatches:
                 reasons.append("columns disagree with event_json: " + "; ".join(mismatches))
     if leaves is not None and seal is not None:
@@ -229,30 +229,33 @@ async def verify_database(
             merge = _Merge(conn, seals)
             query = select(*_ROW_COLUMNS).order_by(AUDIT_LOG.c.id)
             result = await conn.stream(query.execution_options(yield_per=2000))
-            async for row in result:
-                seal, leaves = await merge.seal_for(row.id)
-                if leaves is not None:
-                    merge.saw(row.id)
-                content = organization is None or row.organization_id == organization
-                rows_checked += content
-                finding = _check_row(row, seal, leaves, content, postgresql)
-                if finding is not None:
-                    findings.append(finding)
-                if seal is None:
-                    if row.id <= merge.sealed_up_to:
-                        findings.append(
-                            Finding(
-                                "inserted_row",
-                                f"row {row.id} is in no seal, yet later ids are sealed",
-                                row_id=row.id,
+            async for partition in result.partitions():
+                for row in partition:
+                    seal, leaves = await merge.seal_for(row.id)
+                    if leaves is not None:
+                        merge.saw(row.id)
+                    content = organization is None or row.organization_id == organization
+                    rows_checked += content
+                    finding = _check_row(row, seal, leaves, content, postgresql)
+                    if finding is not None:
+                        findings.append(finding)
+                    if seal is None:
+                        if row.id <= merge.sealed_up_to:
+                            findings.append(
+                                Finding(
+                                    "inserted_row",
+                                    f"row {row.id} is in no seal, yet later ids are sealed",
+                                    row_id=row.id,
+                                )
                             )
-                        )
-                    else:
-                        unsealed += 1
-                        written = row.inserted_at
-                        written = written.replace(tzinfo=UTC) if written.tzinfo is None else written
-                        if oldest is None or written < oldest:
-                            oldest, oldest_id = written, row.id
+                        else:
+                            unsealed += 1
+                            written = row.inserted_at
+                            written = (
+                                written.replace(tzinfo=UTC) if written.tzinfo is None else written
+                            )
+                            if oldest is None or written < oldest:
+                                oldest, oldest_id = written, row.id
             await merge.close()
             findings.extend(merge.findings)
     except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:

@@ -119,3 +119,14 @@ def test_merkle_leaf_binds_the_row_id() -> None:
     )
     with pytest.raises(ValueError, match="leaf index 3 is outside a tree of 3 leaves"):
         inclusion_proof(merkle_levels(leaves=[digest] * 3), 3)
+
+
+def test_merkle_sealer_split_puts_records_in_id_order() -> None:
+    from audit_middleware.integrity._sealer import _split
+
+    hashes = {i: hashlib.sha256(bytes([i])).digest() for i in (3, 1, 2)}
+    ids = b"".join(i.to_bytes(8, "big") for i in hashes)
+    ordered_ids, ordered_hashes, leaves = _split(ids, b"".join(hashes.values()))
+    assert ordered_ids == b"".join(i.to_bytes(8, "big") for i in (1, 2, 3))
+    assert ordered_hashes == b"".join(hashes[i] for i in (1, 2, 3))
+    assert leaves == [leaf_hash(i, hashes[i]) for i in (1, 2, 3)]

@@ -26,7 +26,7 @@ import uuid
 import sqlalchemy as sa
 from alembic import op
 
-from audit_middleware.integrity._rowhash import ROW_HASH_TAG, row_hash
+from audit_middleware.integrity._rowhash import PG_ROW_HASH, row_hash
 from audit_middleware.storage.migrations.versions.v0001_audit_tables import _create_role
 
 revision = "0003"
@@ -36,10 +36,6 @@ depends_on = None
 
 SEALER_ROLE = "auditevt_sealer"
 
-_PG_ROW_HASH = (
-    f"sha256('\\x{ROW_HASH_TAG.hex()}'::bytea || uuid_send(event_id)"
-    " || convert_to(event_json, 'UTF8'))"
-)
 _APPEND_ONLY_TRIGGERS = ("audit_log_append_only_statement", "audit_log_append_only_row")
 
 _POSTGRESQL_SEALS = [
@@ -86,7 +82,7 @@ def _backfill_postgresql() -> None:
         op.execute(f"ALTER TABLE audit_log DISABLE TRIGGER {trigger}")
     # The owner is held by forced RLS, and no policy allows UPDATE: lift it for this statement.
     op.execute("ALTER TABLE audit_log NO FORCE ROW LEVEL SECURITY")
-    op.execute(f"UPDATE audit_log SET row_hash = {_PG_ROW_HASH} WHERE row_hash IS NULL")
+    op.execute(f"UPDATE audit_log SET row_hash = {PG_ROW_HASH} WHERE row_hash IS NULL")
     op.execute("ALTER TABLE audit_log FORCE ROW LEVEL SECURITY")
     for trigger in _APPEND_ONLY_TRIGGERS:
         op.execute(f"ALTER TABLE audit_log ENABLE TRIGGER {trigger}")
