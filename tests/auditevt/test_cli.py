@@ -181,7 +181,10 @@ def test_cli_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_cli_finds_the_commands_of_every_installed_package() -> None:
     names = [command.name for command in find_commands()]
-    assert names == ["schema", "validate", "demo", "migrate", "relay", "telemetry"]
+    assert names == [
+        "schema", "validate", "demo", "keygen", "migrate", "prove", "relay", "seal", "telemetry",
+        "verify",
+    ]  # fmt: skip
     parser = build_parser()
     args = parser.parse_args(["relay", "--database-url", "sqlite:///x", "--until-empty"])
     assert (args.database_url, args.until_empty, args.telemetry_url) == ("sqlite:///x", True, None)

@@ -117,7 +117,8 @@ def sealed_leaves(
 ) -> tuple[dict[int, bytes] | None, Finding | None]:
     """The ``{id: row_hash}`` a trusted seal sealed, checked against its root; or a finding."""
     seal = item.seal
-    assert seal is not None
+    if seal is None:
+        raise ValueError(f"seal {item.seq} was not parsed: call check_chain first")
     count = len(ids_blob) // 8
     if len(ids_blob) != 8 * count or len(hashes_blob) != 32 * count or count != seal.count:
         return None, Finding(

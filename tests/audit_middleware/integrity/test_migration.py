@@ -17,7 +17,8 @@ from audit_middleware.storage._migrate import _alembic_config, _engine, head_rev
 from audit_middleware.storage._tables import AUDIT_LOG
 from audit_middleware.storage._urls import sync_url
 from auditevt import Event
-from conftest import libpq, make_event
+
+from .integrity_helpers import libpq, make_event
 
 EVENTS = [
     make_event(7),

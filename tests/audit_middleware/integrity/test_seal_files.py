@@ -24,6 +24,8 @@ from audit_middleware import (
 from audit_middleware.integrity._seal import GENESIS, SealFormatError, make_seal
 from audit_middleware.integrity._sink import load_published
 
+from .integrity_helpers import make_event
+
 
 def a_seal(key: SigningKey, seq: int = 1, prev: bytes = GENESIS) -> Seal:
     return make_seal(
@@ -111,8 +113,6 @@ def test_export_verification_names_rows_of_another_organization() -> None:
     from audit_middleware.integrity._merkle import inclusion_proof, merkle_levels
 
     key = SigningKey.generate()
-    from conftest import make_event
-
     events = [make_event(7), make_event(8)]
     event_ids = [uuid.uuid4(), uuid.uuid4()]
     leaves = [

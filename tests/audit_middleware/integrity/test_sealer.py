@@ -31,7 +31,8 @@ from audit_middleware.integrity._sealer import create_engine
 from audit_middleware.integrity._sink import load_published
 from audit_middleware.storage._store import _PG_WRITE
 from audit_middleware.storage._tables import AUDIT_LOG, AUDIT_SEALS
-from conftest import FAST, libpq, make_event
+
+from .integrity_helpers import FAST, libpq, make_event
 
 pytestmark = pytest.mark.anyio
 
@@ -215,7 +216,9 @@ async def test_sealer_and_verifier_on_sqlite(
         assert seal is not None and (seal.first_id, seal.last_id, seal.count) == (1, 3, 3)
         await store.write(make_event(2))
         report = await verify_database(store.engine, trusted(key), published=str(tmp_path / "pub"))
-        assert report.ok and report.unsealed_rows == 1
+        assert report.ok and report.unsealed_rows == 1 and report.rows_checked == 4
+        scoped = await verify_database(store.engine, trusted(key), organization=2)
+        assert scoped.ok and scoped.rows_checked == 2  # the content of organization 2's rows
         path = sqlite_url.split("///", 1)[1]
     import sqlite3
 
@@ -272,3 +275,47 @@ async def test_sealer_runs_as_a_member_of_the_sealer_role_under_forced_rls(
         with psycopg.connect(libpq(pg_url), autocommit=True) as admin:
             admin.execute(f"DROP OWNED BY {role}")
             admin.execute(f"DROP ROLE {role}")
+
+
+async def test_sealer_run_forever_seals_each_interval_and_survives_a_failure(
+    db: AuditStore, key: SigningKey, caplog: pytest.LogCaptureFixture
+) -> None:
+    from audit_middleware import SealerConfig
+
+    passes: list[float] = []
+
+    async def sleep(seconds: float) -> None:  # injected: no real waiting between passes
+        passes.append(seconds)
+        await asyncio.sleep(0)
+
+    class Broken:
+        def publish(self, seal: Any) -> None:
+            raise OSError("disk full")
+
+    config = SealerConfig(interval=30.0, settle=0.2, poll_interval=0.005)
+    sealer = Sealer(db.engine, key, sink=Broken(), config=config, sleep=sleep)
+    await db.write(make_event())
+    task = asyncio.create_task(sealer.run_forever())
+    for _ in range(2000):  # bounded: a few passes
+        if passes.count(30.0) >= 3:
+            break
+        await asyncio.sleep(0.005)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert sealer.stats.seals_written == 1 and sealer.stats.seal_failures >= 2
+    assert "sealing failed: seal 1 committed but not published: disk full" in caplog.text
+
+
+async def test_sealer_verify_counts_runs_and_failures(
+    db: AuditStore, key: SigningKey, pg_url: str
+) -> None:
+    await db.write(make_event())
+    await Sealer(db.engine, key, config=FAST).run_once()
+    stats = IntegrityStats()
+    assert (await verify_database(db.engine, trusted(key), stats=stats)).ok
+    with psycopg.connect(libpq(pg_url)) as conn:
+        conn.execute("ALTER TABLE audit_log DISABLE TRIGGER USER")
+        conn.execute("UPDATE audit_log SET status_code = 201")
+    assert not (await verify_database(db.engine, trusted(key), stats=stats)).ok
+    assert (stats.verify_runs, stats.verify_failures) == (2, 1)

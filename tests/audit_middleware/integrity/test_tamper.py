@@ -26,7 +26,8 @@ from audit_middleware import (
     verify_database,
 )
 from audit_middleware.integrity._seal import SEAL_TAG, Seal, canonical_body
-from conftest import FAST, make_event
+
+from .integrity_helpers import FAST, make_event
 
 pytestmark = pytest.mark.anyio
 

@@ -12,7 +12,8 @@ import pytest
 
 from audit_middleware import AuditStore, load_public_keys, load_signing_key
 from auditevt._cli import main
-from conftest import make_event
+
+from .integrity_helpers import make_event
 
 
 async def run(argv: list[str]) -> int:
