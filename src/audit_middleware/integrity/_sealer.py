@@ -8,9 +8,9 @@ One pass (:meth:`Sealer.run_once`):
 2. in one transaction, under an advisory lock so concurrent sealers queue: read the latest
    seal, the rows after it up to ``H`` (ids and row hashes only), build the RFC 6962 tree, sign
    the seal and insert it, with the sealed ids and hashes;
-3. publish it to the sink (after the commit, so a published seal is always in the database;
-   the latest seal is published again at the start of the next pass, which repairs a publish
-   that failed or a process that died in between).
+3. publish it to the sink (after the commit, so a published seal is always in the database);
+   a seal the sink refused is tried again on every later pass, and a new sealer publishes the
+   latest seal again first (a process that died between commit and publication).
 
 :meth:`Sealer.run_forever` repeats it every ``interval`` seconds; run it next to the relay
 (``docs/operations.md``).
@@ -41,7 +41,7 @@ from audit_middleware.integrity._keys import SigningKey
 from audit_middleware.integrity._merkle import leaf_hash, merkle_root
 from audit_middleware.integrity._metrics import IntegrityStats, track
 from audit_middleware.integrity._rowhash import PG_ROW_HASH, row_hash
-from audit_middleware.integrity._seal import GENESIS, Seal, make_seal
+from audit_middleware.integrity._seal import GENESIS, Seal, SealFormatError, make_seal
 from audit_middleware.integrity._sink import SealSink
 from audit_middleware.storage._tables import AUDIT_LOG, AUDIT_SEALS
 from audit_middleware.storage._urls import async_url
@@ -163,7 +163,8 @@ class Sealer:
         self._tracked = False
         self._sleep = sleep
         self._horizon = WriterHorizon()
-        self._republish = sink is not None
+        self._republish_latest = sink is not None
+        self._unpublished: dict[int, Seal] = {}
 
     @classmethod
     def from_url(cls, url: str | URL, key: SigningKey, **kwargs: Any) -> Sealer:
@@ -193,25 +194,24 @@ class Sealer:
             track(self.stats, self._registry)
             self._tracked = True
         try:
-            if self._republish and self._sink is not None:
-                await self._publish_latest()
+            if self._republish_latest and self._sink is not None:
+                await self._queue_latest()
             horizon = await self._safe_horizon() if self._postgresql else None
             seal = await self._seal(horizon)
             await self._note_unsealed(seal)
+            if seal is not None and self._sink is not None:
+                self._unpublished[seal.seq] = seal
+            await self._publish_pending()
         except IntegrityError:
             self.stats.seal_failures += 1
             raise
         except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
             self.stats.seal_failures += 1
             raise map_database_error(exc, IntegrityError, "seal audit_log") from exc
-        if seal is not None and self._sink is not None:
-            self._republish = True
-            try:
-                self._sink.publish(seal)
-            except Exception as exc:
-                self.stats.seal_failures += 1
-                raise IntegrityError(f"seal {seal.seq} committed but not published: {exc}") from exc
-            self._republish = False
+        except SealFormatError as exc:
+            self.stats.seal_failures += 1
+            message = f"the latest seal is damaged ({exc}): run auditevt verify"
+            raise IntegrityError(message) from exc
         return seal
 
     async def run_forever(self) -> None:
@@ -334,14 +334,26 @@ class Sealer:
             ).scalar()
         self.stats.oldest_unsealed_at = None if oldest is None else _as_utc(oldest).timestamp()
 
-    async def _publish_latest(self) -> None:
-        if self._sink is None:
-            return
+    async def _queue_latest(self) -> None:
+        # A process that died between a commit and its publication: publish the latest again.
         async with self._engine.connect() as conn:
             latest = (await conn.execute(_LATEST_SEAL)).one_or_none()
         if latest is not None:
+            self._unpublished.setdefault(int(latest[0]), Seal.parse(latest[2], bytes(latest[3])))
+        self._republish_latest = False
+
+    async def _publish_pending(self) -> None:
+        """Publish every committed seal the sink has not taken yet, oldest first."""
+        if self._sink is None or not self._unpublished:
+            return
+        error: Exception | None = None
+        for seq in sorted(self._unpublished):
             try:
-                self._sink.publish(Seal.parse(latest[2], latest[3]))
-            except Exception as exc:
-                raise IntegrityError(f"cannot publish seal {latest[0]}: {exc}") from exc
-        self._republish = False
+                self._sink.publish(self._unpublished[seq])
+            except Exception as exc:  # any sink's failure; kept, and tried again next pass
+                error = exc
+            else:
+                del self._unpublished[seq]
+        if error is not None:
+            waiting = ", ".join(map(str, sorted(self._unpublished)))
+            raise IntegrityError(f"seal {waiting} committed but not published: {error}")

@@ -198,10 +198,27 @@ async def test_sealer_publishes_again_after_a_sink_failure(
     sealer = Sealer(db.engine, key, sink=sink, config=FAST)
     with pytest.raises(IntegrityError, match="seal 1 committed but not published: bucket"):
         await sealer.run_once()
-    assert sealer.stats.seal_failures == 1 and sealer.stats.seals_written == 1
+    await db.write(make_event())
+    with pytest.raises(IntegrityError, match="seal 1, 2 committed but not published: bucket"):
+        await sealer.run_once()  # a refusing sink does not stop sealing
+    assert sealer.stats.seal_failures == 2 and sealer.stats.seals_written == 2
     sink.fail = False
-    assert await sealer.run_once() is None  # nothing new to seal, but seal 1 is published now
-    assert sorted(load_published(tmp_path / "out")) == [1]
+    assert await sealer.run_once() is None  # nothing new to seal, but both are published now
+    assert sorted(load_published(tmp_path / "out")) == [1, 2]
+
+
+async def test_sealer_refuses_to_chain_onto_a_damaged_seal(
+    db: AuditStore, key: SigningKey, superuser: Callable[..., Any]
+) -> None:
+    from audit_middleware import IntegrityError
+
+    await db.write(make_event())
+    sealer = Sealer(db.engine, key, config=FAST)
+    await sealer.run_once()
+    superuser("UPDATE audit_seals SET body = 'garbage'")
+    await db.write(make_event())
+    with pytest.raises(IntegrityError, match="latest seal is damaged .* run auditevt verify"):
+        await sealer.run_once()
 
 
 async def test_sealer_and_verifier_on_sqlite(
