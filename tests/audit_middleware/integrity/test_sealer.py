@@ -217,7 +217,7 @@ async def test_sealer_refuses_to_chain_onto_a_damaged_seal(
     await sealer.run_once()
     superuser("UPDATE audit_seals SET body = 'garbage'")
     await db.write(make_event())
-    with pytest.raises(IntegrityError, match="latest seal is damaged .* run auditevt verify"):
+    with pytest.raises(IntegrityError, match=r"latest seal is damaged .* run auditevt verify"):
         await sealer.run_once()
 
 
