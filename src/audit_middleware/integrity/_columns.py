@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from enum import Enum
 from typing import Any
 
 from pydantic import ValidationError
 
-from auditevt import Action, Event
+from auditevt import Event
 
 __all__ = ["COLUMNS", "column_mismatches"]
 
@@ -48,10 +49,15 @@ def _pg_changes(changes: Any, postgresql: bool) -> Any:
     return json.loads(encoded.replace("\\u0000", "\\ufffd")) if "\\u0000" in encoded else changes
 
 
+def _value(member: Any) -> Any:
+    # Open enums: a known member or the text a newer peer sent.
+    return member.value if isinstance(member, Enum) else member
+
+
 def _expected(event: Event, postgresql: bool) -> dict[str, Any]:
     action = event.action
     return {
-        "action": action.value if isinstance(action, Action) else action,
+        "action": _value(action),
         "entity_type": _pg_text(event.entity_type, postgresql),
         "entity_id": event.entity_id,
         "user_id": event.user_id,
@@ -62,7 +68,7 @@ def _expected(event: Event, postgresql: bool) -> dict[str, Any]:
         "status_code": event.status_code,
         "timestamp": event.timestamp.to_datetime().astimezone(UTC),
         "changes": _pg_changes(event.changes, postgresql),
-        "action_context": None if event.action_context is None else event.action_context.value,
+        "action_context": _value(event.action_context),
         "break_glass_id": event.break_glass_id,
         "impersonation_id": event.impersonation_id,
     }
@@ -96,9 +102,8 @@ def column_mismatches(event: Event, row: Any, postgresql: bool) -> list[str]:
         and row.ip_address == event.ip_address
         and row.user_agent == event.user_agent
         and row.request_path == event.request_path
-        and row.action == (action.value if isinstance(action, Action) else action)
-        and row.action_context
-        == (None if event.action_context is None else event.action_context.value)
+        and row.action == _value(action)
+        and row.action_context == _value(event.action_context)
         and row.break_glass_id == event.break_glass_id
         and row.impersonation_id == event.impersonation_id
         and timestamp == event.timestamp.to_datetime()
