@@ -35,7 +35,7 @@ from audit_middleware.integrity._merkle import (
 from audit_middleware.integrity._report import Finding, VerifyReport
 from audit_middleware.integrity._rowhash import row_hash
 from audit_middleware.integrity._seal import Seal, SealFormatError
-from audit_middleware.storage._tables import AUDIT_LOG, AUDIT_SEALS
+from audit_middleware.storage._tables import AUDIT_LOG, AUDIT_SEALS, qualified
 
 __all__ = ["EXPORT_FORMAT", "build_export", "verify_export"]
 
@@ -52,7 +52,7 @@ async def build_export(engine: AsyncEngine, organization: int) -> dict[str, Any]
     rows_out: list[dict[str, Any]] = []
     seals_out: list[dict[str, str]] = []
     try:
-        async with engine.connect() as conn:
+        async with qualified(engine).connect() as conn:
             seals = await conn.execute(select(AUDIT_SEALS).order_by(AUDIT_SEALS.c.seq))
             for stored in seals:
                 seal = Seal.parse(stored.body, bytes(stored.signature))

@@ -37,15 +37,15 @@ __all__ = ["WriterHorizon", "observe_writers"]
 
 _SEQUENCE = """\
 SELECT s.seqcache, pg_sequence_last_value(s.seqrelid)
-FROM pg_sequence s WHERE s.seqrelid = pg_get_serial_sequence('audit_log', 'id')::regclass"""
+FROM pg_sequence s WHERE s.seqrelid = pg_get_serial_sequence('public.audit_log', 'id')::regclass"""
 
 # Granted only: a writer still waiting for the lock has not drawn an id yet.
 _WRITERS = """\
 SELECT DISTINCT l.virtualtransaction FROM pg_locks l
 WHERE l.locktype = 'relation' AND l.mode = 'RowExclusiveLock' AND l.granted
   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-  AND l.relation IN (SELECT 'audit_log'::regclass
-                     UNION ALL SELECT relid FROM pg_partition_tree('audit_log'::regclass))
+  AND l.relation IN (SELECT 'public.audit_log'::regclass
+                     UNION ALL SELECT relid FROM pg_partition_tree('public.audit_log'::regclass))
   AND l.pid <> pg_backend_pid()"""
 
 

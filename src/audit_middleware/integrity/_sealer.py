@@ -43,7 +43,7 @@ from audit_middleware.integrity._metrics import IntegrityStats, track
 from audit_middleware.integrity._rowhash import PG_ROW_HASH, row_hash
 from audit_middleware.integrity._seal import GENESIS, Seal, SealFormatError, make_seal
 from audit_middleware.integrity._sink import SealSink
-from audit_middleware.storage._tables import AUDIT_LOG, AUDIT_SEALS
+from audit_middleware.storage._tables import AUDIT_LOG, AUDIT_SEALS, qualified
 from audit_middleware.storage._urls import async_url
 
 __all__ = ["SEAL_LOCK_KEY", "Sealer", "SealerConfig", "create_engine"]
@@ -53,21 +53,23 @@ logger = logging.getLogger("audit_middleware.integrity")
 SEAL_LOCK_KEY = 0x7365616C6572  # "sealer": the transaction-scoped advisory lock
 _ID = struct.Struct(">q")
 
-_LATEST_SEAL = text(
-    "SELECT seq, last_id, body, signature FROM audit_seals ORDER BY seq DESC LIMIT 1"
+_LATEST_SEAL = (
+    select(AUDIT_SEALS.c.seq, AUDIT_SEALS.c.last_id, AUDIT_SEALS.c.body, AUDIT_SEALS.c.signature)
+    .order_by(AUDIT_SEALS.c.seq.desc())
+    .limit(1)
 )
 # Content only where the writer left no hash (a writer older than migration 0003).
 # SQLite: one writer at a time, every visible row is due (see the module doc).
 _ROWS = """\
 SELECT id, row_hash, CASE WHEN row_hash IS NULL THEN event_id END,
        CASE WHEN row_hash IS NULL THEN event_json END
-FROM audit_log WHERE id > :after ORDER BY id LIMIT :limit"""
+FROM main.audit_log WHERE id > :after ORDER BY id LIMIT :limit"""
 # PostgreSQL: one row back, whatever the count: the 8-byte ids and the 32-byte hashes,
 # concatenated by the database, so no Python object is made per row. Both aggregates see the
 # rows in one order; that it is id order is not guaranteed, so _split checks it.
 _PG_ROWS = f"""\
 SELECT count(*), max(id), string_agg(int8send(id), ''::bytea), string_agg(h, ''::bytea)
-FROM (SELECT id, COALESCE(row_hash, {PG_ROW_HASH}) AS h FROM audit_log
+FROM (SELECT id, COALESCE(row_hash, {PG_ROW_HASH}) AS h FROM public.audit_log
       WHERE id > :after AND id <= :upto ORDER BY id LIMIT :limit) AS due"""
 
 
@@ -153,6 +155,8 @@ class Sealer:
         if not isinstance(key, SigningKey):
             raise TypeError(f"key must be a SigningKey, not {type(key).__name__}")
         self._engine = engine
+        # Core statements name the tables' schema (a TEMP table of the same name never wins).
+        self._db = qualified(engine)
         self._owns_engine = False
         self._postgresql = engine.dialect.name == "postgresql"
         self._key = key
@@ -227,7 +231,7 @@ class Sealer:
             await self._sleep(self.config.interval)
 
     async def _safe_horizon(self) -> int | None:
-        async with self._engine.connect() as raw:
+        async with self._db.connect() as raw:
             conn = await raw.execution_options(isolation_level="AUTOCOMMIT")
             first, writers = await observe_writers(conn)
             horizon = self._horizon.advance(first, writers)
@@ -242,7 +246,7 @@ class Sealer:
     async def _seal(self, horizon: int | None) -> Seal | None:
         if self._postgresql and horizon is None:
             return None
-        async with self._engine.begin() as conn:
+        async with self._db.begin() as conn:
             if self._postgresql:
                 await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SEAL_LOCK_KEY})")
             latest = (await conn.execute(_LATEST_SEAL)).one_or_none()
@@ -321,7 +325,7 @@ class Sealer:
         )
 
     async def _note_unsealed(self, seal: Seal | None) -> None:
-        async with self._engine.connect() as conn:
+        async with self._db.connect() as conn:
             if seal is None:
                 latest = (await conn.execute(_LATEST_SEAL)).one_or_none()
                 after = 0 if latest is None else int(latest[1])
@@ -336,7 +340,7 @@ class Sealer:
 
     async def _queue_latest(self) -> None:
         # A process that died between a commit and its publication: publish the latest again.
-        async with self._engine.connect() as conn:
+        async with self._db.connect() as conn:
             latest = (await conn.execute(_LATEST_SEAL)).one_or_none()
         if latest is not None:
             self._unpublished.setdefault(int(latest[0]), Seal.parse(latest[2], bytes(latest[3])))

@@ -32,7 +32,7 @@ from audit_middleware.integrity._keys import PublicKeys
 from audit_middleware.integrity._metrics import IntegrityStats
 from audit_middleware.integrity._report import Finding, VerifyReport
 from audit_middleware.integrity._rowhash import row_hash
-from audit_middleware.storage._tables import AUDIT_LOG, AUDIT_SEALS
+from audit_middleware.storage._tables import AUDIT_LOG, AUDIT_SEALS, qualified
 
 __all__ = ["DEFAULT_MAX_UNSEALED_AGE", "verify_database"]
 
@@ -216,7 +216,7 @@ async def verify_database(
     oldest: datetime | None = None
     oldest_id: int | None = None
     try:
-        async with engine.connect() as conn:
+        async with qualified(engine).connect() as conn:
             if postgresql:
                 # One snapshot for the seals and the rows they cover.
                 await conn.exec_driver_sql(

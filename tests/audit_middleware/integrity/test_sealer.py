@@ -272,9 +272,12 @@ async def test_sealer_metrics_are_read_at_scrape_time(db: AuditStore, key: Signi
 async def test_sealer_runs_as_a_member_of_the_sealer_role_under_forced_rls(
     db: AuditStore, pg_url: str, key: SigningKey
 ) -> None:
+    from audit_middleware.integrity._role import sealer_role
+
     role = f"auditevt_sealer_test_{uuid.uuid4().hex[:8]}"
+    group = sealer_role(pg_url.rsplit("/", 1)[1])  # migration 0003 made it for this database
     with psycopg.connect(libpq(pg_url), autocommit=True) as admin:
-        admin.execute(f"CREATE ROLE {role} LOGIN IN ROLE auditevt_sealer")
+        admin.execute(f'CREATE ROLE {role} LOGIN IN ROLE "{group}"')
     try:
         for organization_id in (1, 2, 3):
             await db.write(make_event(organization_id))

@@ -191,6 +191,7 @@ def test_migrate_postgresql_hardening(pg_url: str) -> None:
         assert [(p[0], p[1]) for p in policies] == [
             ("audit_log_insert", "INSERT"),
             ("audit_log_select_own_organization", "SELECT"),
+            ("audit_log_select_sealer", "SELECT"),  # migration 0003: the sealer role only
         ]
         assert "current_setting('auditevt.organization_id'::text, true)" in policies[1][2]
         triggers = conn.execute(
