@@ -224,7 +224,15 @@ def _snapshot(url: str) -> dict[str, list[tuple[Any, ...]]]:
         }
 
 
-def test_privileges_upgrade_from_0001_keeps_every_row(pg_url: str) -> None:
+def test_privileges_upgrade_from_0001_keeps_every_row(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from audit_middleware.storage import _store
+
+    # A writer of the 0001 era: no row_hash column yet (revision 0003 adds it).
+    old_write = _store._PG_WRITE.replace(", row_hash)", ")").replace(", %(row_hash)s::bytea", "")
+    assert old_write != _store._PG_WRITE
+    monkeypatch.setattr(_store, "_PG_WRITE", old_write)
     engine = _engine(sync_url(pg_url))
     try:
         with engine.begin() as connection:
@@ -245,9 +253,14 @@ def test_privileges_upgrade_from_0001_keeps_every_row(pg_url: str) -> None:
     before = _snapshot(pg_url)
     assert len(before["audit_log"]) == 60 and len(before["audit_outbox"]) == 50
 
+    monkeypatch.undo()
     migrate_sync(pg_url)
 
-    assert _snapshot(pg_url) == before
+    after = _snapshot(pg_url)
+    # Revision 0003 appends row_hash, computed for every row; everything else is unchanged.
+    assert [row[:-1] for row in after["audit_log"]] == before["audit_log"]
+    assert all(len(row[-1]) == 32 for row in after["audit_log"])
+    assert after["audit_outbox"] == before["audit_outbox"]
     roles = database_roles(database_name(pg_url))
     with connect(pg_url) as conn:
         indexes = conn.execute(
