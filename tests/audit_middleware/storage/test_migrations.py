@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import sqlite3
 import threading
@@ -44,6 +45,19 @@ def sync(url: str) -> str:
     return url.replace("sqlite+aiosqlite://", "sqlite://", 1)
 
 
+# Tables the migrations make on PostgreSQL alone, beside those of _tables.py: audit_log's
+# partitions (each a copy of the parent's shape) and retention's bookkeeping.
+_POSTGRESQL_ONLY = re.compile(
+    r"^(audit_log_(\d{4}_\d{2}|default)|audit_legal_hold|audit_retention_log)$"
+)
+
+
+def _compared(name: str | None, kind: str, _parent: Any) -> bool:
+    if kind == "table" and name is not None and _POSTGRESQL_ONLY.match(name):
+        return False
+    return name != VERSION_TABLE
+
+
 def schema_diff(url: str) -> list[Any]:
     """What autogenerate would change to make the database match _tables.py."""
     engine = create_engine(sync(url))
@@ -54,7 +68,7 @@ def schema_diff(url: str) -> list[Any]:
                 opts={
                     "compare_type": True,
                     "compare_server_default": True,
-                    "include_name": lambda name, kind, _parent: name != VERSION_TABLE,
+                    "include_name": _compared,
                 },
             )
             return list(compare_metadata(context, metadata))
@@ -98,7 +112,7 @@ def test_migrate_command_is_idempotent(database: str, request: pytest.FixtureReq
 async def test_migrate_async_runs_in_a_thread(sqlite_url: str) -> None:
     await migrate(sqlite_url)
     await migrate(sqlite_url)
-    assert head_revision() >= "0002"
+    assert head_revision() >= "0004"
     assert schema_diff(sqlite_url) == []
 
 

@@ -1,0 +1,232 @@
+"""audit_log's monthly partitions: the conversion of a populated table, security on every
+partition, routing, partitions made ahead, and the default partition watched."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from alembic import command
+from sqlalchemy import create_engine as create_sync_engine
+
+from audit_middleware import AuditStore, migrate
+from audit_middleware.storage._migrate import _alembic_config
+from audit_middleware.storage._partitions import Partitions, month_of_event_id
+from audit_middleware.storage._store import create_engine
+from auditevt import Action, Event, Timestamp
+
+
+def libpq(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def uuid7_at(moment: datetime) -> uuid.UUID:
+    """A UUIDv7 minted at ``moment``, as the store mints them."""
+    value = int(moment.timestamp() * 1000) << 80 | int.from_bytes(os.urandom(10))
+    value = (value & ~(0xF << 76)) | (0x7 << 76)
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)
+    return uuid.UUID(int=value)
+
+
+def partition_event(n: int, organization_id: int = 1) -> Event:
+    return Event(
+        action=Action.CREATE,
+        entity_type="patient",
+        entity_id=n + 1,
+        user_id=10 + n,
+        organization_id=organization_id,
+        ip_address="192.0.2.1",
+        user_agent="partitions",
+        request_path=f"/patients/{n + 1}",
+        status_code=201,
+        timestamp=Timestamp.now(),
+        changes={"n": n, "note": "<kept>"},
+    )
+
+
+def upgrade_to(url: str, revision: str) -> None:
+    engine = create_sync_engine(url)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(_alembic_config(conn), revision)
+    finally:
+        engine.dispose()
+
+
+def rows(url: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(libpq(url)) as conn:
+        return conn.execute("SELECT id, event_id, event_json FROM audit_log ORDER BY id").fetchall()
+
+
+def partitions_of(conn: psycopg.Connection[Any]) -> list[str]:
+    return [
+        row[0]
+        for row in conn.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = 'audit_log'::regclass ORDER BY 1"
+        )
+    ]
+
+
+@pytest.mark.anyio
+async def test_partitions_migration_keeps_every_row_of_a_populated_table(pg_url: str) -> None:
+    upgrade_to(pg_url, "0001")
+    async with AuditStore.from_url(pg_url) as store:
+        for n in range(60):
+            await store.write(partition_event(n, organization_id=1 + n % 4))
+        # Ids the store did not mint (UUIDv4) still find a home: the default partition.
+        for n in range(3):
+            await store.write(partition_event(100 + n), event_id=uuid.uuid4())
+    before = rows(pg_url)
+    await migrate(pg_url)
+    after = rows(pg_url)
+    assert len(after) == len(before) == 63
+    assert after == before  # same ids, event ids and exact event JSON, row for row
+    with psycopg.connect(libpq(pg_url)) as conn:
+        assert conn.execute(
+            "SELECT relkind FROM pg_class WHERE oid = 'audit_log'::regclass"
+        ).fetchone() == ("p",)
+        where = dict(
+            conn.execute(
+                "SELECT tableoid::regclass::text, count(*) FROM audit_log GROUP BY 1"
+            ).fetchall()
+        )
+        this_month = datetime.now(UTC).strftime("audit_log_%Y_%m")
+        assert where == {this_month: 60, "audit_log_default": 3}
+    # New writes keep working, and the retry guard still finds its constraint.
+    async with AuditStore.from_url(pg_url) as store:
+        await store.write(partition_event(200))
+    assert len(rows(pg_url)) == 64
+
+
+@pytest.mark.anyio
+async def test_partitions_every_partition_has_rls_guards_and_no_grants(pg_url: str) -> None:
+    await migrate(pg_url)
+    engine = create_engine(pg_url)
+    try:
+        await Partitions(engine).ensure(2, since=datetime.now(UTC) - timedelta(days=70))
+    finally:
+        await engine.dispose()
+    with psycopg.connect(libpq(pg_url), autocommit=True) as conn:
+        names = partitions_of(conn)
+        assert "audit_log_default" in names and len(names) >= 6
+        parent_policies = sorted(
+            row[0]
+            for row in conn.execute(
+                "SELECT polname FROM pg_policy WHERE polrelid = 'audit_log'::regclass"
+            )
+        )
+        assert parent_policies
+        grantees = [
+            row[0]
+            for row in conn.execute(
+                "SELECT DISTINCT a.grantee::regrole::text FROM pg_class c, aclexplode(c.relacl) a"
+                " WHERE c.oid = 'audit_log'::regclass AND a.grantee <> c.relowner"
+            )
+        ]
+        assert grantees  # the app role, at least
+        for name in names:
+            rls, forced, acl = conn.execute(
+                "SELECT relrowsecurity, relforcerowsecurity, relacl FROM pg_class"
+                " WHERE oid = %s::regclass",
+                (name,),
+            ).fetchone() or (None, None, None)
+            assert (rls, forced, acl) == (True, True, None), name
+            policies = sorted(
+                row[0]
+                for row in conn.execute(
+                    "SELECT polname FROM pg_policy WHERE polrelid = %s::regclass", (name,)
+                )
+            )
+            assert policies == parent_policies, name
+            for grantee in grantees:
+                for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE"):
+                    allowed = conn.execute(
+                        "SELECT has_table_privilege(%s, %s, %s)", (grantee, name, privilege)
+                    ).fetchone()
+                    assert allowed == (False,), (grantee, name, privilege)
+            # Even the owner (here a superuser) cannot change or empty a partition.
+            for statement in (
+                f'UPDATE "{name}" SET status_code = 1',
+                f'DELETE FROM "{name}"',
+                f'TRUNCATE "{name}"',
+            ):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+                    conn.execute(statement)
+
+
+@pytest.mark.anyio
+async def test_partitions_writes_land_in_their_month_and_foreign_ids_in_default(
+    pg_url: str,
+) -> None:
+    await migrate(pg_url)
+    async with AuditStore.from_url(pg_url) as store:
+        partitions = Partitions(store.engine)
+        last_month = datetime.now(UTC).replace(day=1) - timedelta(days=1)
+        await partitions.ensure(1, since=last_month)
+        written = await store.write(partition_event(1))
+        old = await store.write(partition_event(2), event_id=uuid7_at(last_month))
+        foreign = await store.write(partition_event(3), event_id=uuid.uuid4())
+        with psycopg.connect(libpq(pg_url)) as conn:
+            placed = dict(
+                conn.execute(
+                    "SELECT event_id, tableoid::regclass::text FROM audit_log"
+                ).fetchall()
+            )
+        assert placed[written] == datetime.now(UTC).strftime("audit_log_%Y_%m")
+        assert placed[old] == last_month.strftime("audit_log_%Y_%m")
+        assert placed[foreign] == "audit_log_default"
+        assert month_of_event_id(foreign) is None
+        assert month_of_event_id(old) == last_month.replace(
+            day=1, hour=0, minute=0, second=0, microsecond=0
+        )
+        # The default partition's rows show in the stats (from PostgreSQL's statistics, which
+        # arrive within a second or so of the commit).
+        deadline = time.monotonic() + 15
+        stats = await partitions.stats()
+        while stats.default_rows < 1 and time.monotonic() < deadline:
+            with psycopg.connect(libpq(pg_url)) as conn:
+                conn.execute("SELECT pg_stat_force_next_flush()")
+            stats = await partitions.stats()
+        assert stats.default_rows == 1
+        assert stats.months_ahead == 3  # what the migration made ahead
+
+
+@pytest.mark.anyio
+async def test_partitions_ensure_is_idempotent_and_callable_by_the_app_role(pg_url: str) -> None:
+    await migrate(pg_url)
+    engine = create_engine(pg_url)
+    try:
+        partitions = Partitions(engine)
+        first = await partitions.ensure(3)
+        again = await partitions.ensure(3)
+        assert first == again and len(first) == 4
+    finally:
+        await engine.dispose()
+    with psycopg.connect(libpq(pg_url)) as conn:
+        grantee = conn.execute(
+            "SELECT a.grantee::regrole::text FROM pg_class c, aclexplode(c.relacl) a"
+            " WHERE c.oid = 'audit_log'::regclass AND a.grantee <> c.relowner"
+            " AND a.privilege_type = 'INSERT' LIMIT 1"
+        ).fetchone()
+        assert grantee is not None
+        conn.execute(f"SET ROLE {grantee[0]}")
+        made = conn.execute("SELECT auditevt_ensure_partitions(now(), 5)").fetchall()
+        assert len(made) == 6
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("CREATE TABLE audit_log_1999_01 PARTITION OF audit_log"
+                         " FOR VALUES FROM ('00000000-0000-7000-8000-000000000000')"
+                         " TO ('00000000-0001-7000-8000-000000000000')")
+
+
+def test_partitions_refuse_sqlite(sqlite_url: str) -> None:
+    from audit_middleware import ConfigurationError
+
+    engine = create_engine(sqlite_url)
+    with pytest.raises(ConfigurationError, match="partitions need PostgreSQL"):
+        Partitions(engine)
