@@ -2,7 +2,7 @@
 
     python benchmarks/run.py [--quick] [--only contract,middleware,relay,seal]
 
-``--quick`` finishes within three minutes on a 2-core machine. Ratios are measured side by side
+``--quick`` finishes within five minutes on a 2-core machine. Ratios are measured side by side
 in one run (the machine may be shared and noisy); absolute figures are in ``detail``.
 """
 
@@ -15,12 +15,12 @@ import sys
 import time
 from pathlib import Path
 
-SUITES = ("contract", "middleware", "relay", "seal")
+SUITES = ("contract", "middleware", "relay", "loop", "storage", "seal")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller runs (< 3 minutes)")
+    parser.add_argument("--quick", action="store_true", help="smaller runs (< 5 minutes)")
     parser.add_argument(
         "--only", default=",".join(SUITES), help=f"comma-separated suites of {', '.join(SUITES)}"
     )
