@@ -36,7 +36,10 @@ __all__ = [
     "Partition",
     "PartitionStats",
     "Partitions",
+    "month_bounds",
     "month_of_event_id",
+    "next_month",
+    "partition_month",
 ]
 
 logger = logging.getLogger("audit_middleware.partitions")
@@ -63,6 +66,28 @@ _LIST = sa.text(
     ORDER BY c.relname
     """
 )
+
+
+def partition_month(name: str) -> datetime | None:
+    """The month (its first instant, UTC) a partition named ``audit_log_YYYY_MM`` holds; None
+    for any other name (the default partition)."""
+    match = _MONTHLY.match(name)
+    return None if match is None else datetime(int(match[1]), int(match[2]), 1, tzinfo=UTC)
+
+
+def next_month(month: datetime) -> datetime:
+    """The first instant of the month after ``month``'s."""
+    return datetime(month.year + month.month // 12, month.month % 12 + 1, 1, tzinfo=UTC)
+
+
+def month_bounds(month: datetime) -> tuple[uuid.UUID, uuid.UUID]:
+    """The ``event_id`` range ``[low, high)`` of ``month``'s partition (as the database's
+    ``auditevt_month_uuid`` computes it: the month's first millisecond, then zeros)."""
+
+    def first_id(moment: datetime) -> uuid.UUID:
+        return uuid.UUID(int=int(moment.timestamp() * 1000) << 80)
+
+    return first_id(month), first_id(next_month(month))
 
 
 def month_of_event_id(event_id: uuid.UUID) -> datetime | None:
@@ -149,9 +174,8 @@ class Partitions:
         monthly: list[Partition] = []
         default: Partition | None = None
         for name, _bound, live, size in rows:
-            match = _MONTHLY.match(name)
-            if match is not None:
-                month = datetime(int(match[1]), int(match[2]), 1, tzinfo=UTC)
+            month = partition_month(name)
+            if month is not None:
                 monthly.append(Partition(name, month, int(live), int(size)))
             elif name == DEFAULT_PARTITION:
                 default = Partition(name, None, int(live), int(size))

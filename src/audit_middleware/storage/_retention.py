@@ -35,13 +35,13 @@ import sqlalchemy.exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from audit_middleware._exceptions import ConfigurationError, StoreError, map_database_error
+from audit_middleware.storage._partitions import month_bounds, next_month, partition_month
 
 __all__ = ["RetentionDecision", "RetentionWindow", "apply_retention", "plan_retention"]
 
 logger = logging.getLogger("audit_middleware.retention")
 
 _KEEP = re.compile(r"^\s*(\d{1,4})\s*([ymd])\s*$")
-_MONTHLY = re.compile(r"^audit_log_(\d{4})_(\d{2})$")
 _LOCK_TIMEOUT = "5s"
 _EXPORT_CHUNK = 1000
 
@@ -110,17 +110,6 @@ class RetentionDecision:
         return not self.kept_because
 
 
-def _bounds(month: datetime) -> tuple[str, str]:
-    following = datetime(month.year + month.month // 12, month.month % 12 + 1, 1, tzinfo=UTC)
-    return _month_uuid(month), _month_uuid(following)
-
-
-def _month_uuid(month: datetime) -> str:
-    millis = int(month.timestamp() * 1000)
-    text = f"{millis:012x}" + "0" * 20
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
-
-
 async def _old_partitions(conn: AsyncConnection, cutoff: datetime) -> list[tuple[str, datetime]]:
     rows = await conn.execute(
         sa.text(
@@ -130,12 +119,8 @@ async def _old_partitions(conn: AsyncConnection, cutoff: datetime) -> list[tuple
     )
     old = []
     for (name,) in rows:
-        match = _MONTHLY.match(name)
-        if match is None:
-            continue
-        month = datetime(int(match[1]), int(match[2]), 1, tzinfo=UTC)
-        end = datetime(month.year + month.month // 12, month.month % 12 + 1, 1, tzinfo=UTC)
-        if end <= cutoff:
+        month = partition_month(name)
+        if month is not None and next_month(month) <= cutoff:
             old.append((name, month))
     return old
 
@@ -157,7 +142,7 @@ async def _require_bypass(conn: AsyncConnection) -> None:
 
 
 async def _decide(conn: AsyncConnection, name: str, month: datetime) -> RetentionDecision:
-    low, high = _bounds(month)
+    low, high = month_bounds(month)
     counted = (
         await conn.execute(sa.text(f'SELECT count(*), min(id), max(id) FROM "{name}"'))
     ).one()
@@ -167,7 +152,7 @@ async def _decide(conn: AsyncConnection, name: str, month: datetime) -> Retentio
         await conn.execute(
             sa.text(
                 "SELECT count(*) FROM audit_outbox"
-                " WHERE event_id >= CAST(:low AS uuid) AND event_id < CAST(:high AS uuid)"
+                " WHERE event_id >= :low AND event_id < :high"
             ),
             {"low": low, "high": high},
         )
@@ -306,12 +291,10 @@ _LOG = sa.text(
 
 
 def _log_params(decision: RetentionDecision, exported: tuple[str, int] | None) -> dict[str, Any]:
-    month = decision.month
-    end = datetime(month.year + month.month // 12, month.month % 12 + 1, 1, tzinfo=UTC)
     return {
         "name": decision.partition,
-        "start": month,
-        "end": end,
+        "start": decision.month,
+        "end": next_month(decision.month),
         "rows": decision.rows,
         "min_id": decision.min_id,
         "max_id": decision.max_id,

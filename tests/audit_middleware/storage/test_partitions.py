@@ -230,3 +230,19 @@ def test_partitions_refuse_sqlite(sqlite_url: str) -> None:
     engine = create_engine(sqlite_url)
     with pytest.raises(ConfigurationError, match="partitions need PostgreSQL"):
         Partitions(engine)
+
+
+@pytest.mark.anyio
+async def test_partitions_month_bounds_agree_with_the_database(pg_url: str) -> None:
+    from audit_middleware.storage._partitions import month_bounds, partition_month
+
+    await migrate(pg_url)
+    with psycopg.connect(libpq(pg_url)) as conn:
+        for month in (datetime(1999, 12, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)):
+            database = conn.execute(
+                "SELECT auditevt_month_uuid(%s), auditevt_month_uuid(%s + interval '1 month')",
+                (month, month),
+            ).fetchone()
+            assert database == month_bounds(month)
+    assert partition_month("audit_log_2026_02") == datetime(2026, 2, 1, tzinfo=UTC)
+    assert partition_month("audit_log_default") is None
