@@ -51,7 +51,7 @@ DEFAULT_PARTITION = "audit_log_default"
 
 _MONTHLY = re.compile(r"^audit_log_(\d{4})_(\d{2})$")
 
-_ENSURE = sa.text("SELECT auditevt_ensure_partitions(CAST(:since AS timestamptz), :months)")
+_ENSURE = sa.text("SELECT public.auditevt_ensure_partitions(CAST(:since AS timestamptz), :months)")
 
 # Partitions with their bounds, and what the statistics collector counts in the default one:
 # its rows cannot be counted through row-level security by a role that serves every tenant.
@@ -62,7 +62,7 @@ _LIST = sa.text(
     FROM pg_inherits i
     JOIN pg_class c ON c.oid = i.inhrelid
     LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
-    WHERE i.inhparent = to_regclass('audit_log')
+    WHERE i.inhparent = to_regclass('public.audit_log')
     ORDER BY c.relname
     """
 )

@@ -114,7 +114,7 @@ async def _old_partitions(conn: AsyncConnection, cutoff: datetime) -> list[tuple
     rows = await conn.execute(
         sa.text(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-            " WHERE i.inhparent = to_regclass('audit_log') ORDER BY c.relname"
+            " WHERE i.inhparent = to_regclass('public.audit_log') ORDER BY c.relname"
         )
     )
     old = []
@@ -144,14 +144,14 @@ async def _require_bypass(conn: AsyncConnection) -> None:
 async def _decide(conn: AsyncConnection, name: str, month: datetime) -> RetentionDecision:
     low, high = month_bounds(month)
     counted = (
-        await conn.execute(sa.text(f'SELECT count(*), min(id), max(id) FROM "{name}"'))
+        await conn.execute(sa.text(f'SELECT count(*), min(id), max(id) FROM public."{name}"'))
     ).one()
     rows, min_id, max_id = int(counted[0]), counted[1], counted[2]
     reasons: list[str] = []
     undelivered = (
         await conn.execute(
             sa.text(
-                "SELECT count(*) FROM audit_outbox"
+                "SELECT count(*) FROM public.audit_outbox"
                 " WHERE event_id >= :low AND event_id < :high"
             ),
             {"low": low, "high": high},
@@ -163,7 +163,7 @@ async def _decide(conn: AsyncConnection, name: str, month: datetime) -> Retentio
         await conn.execute(
             sa.text(
                 f'SELECT array_agg(DISTINCT p.organization_id ORDER BY p.organization_id)'
-                f' FROM "{name}" p JOIN audit_legal_hold h USING (organization_id)'
+                f' FROM public."{name}" p JOIN public.audit_legal_hold h USING (organization_id)'
             )
         )
     ).scalar_one()
@@ -179,11 +179,13 @@ async def _unsealed(conn: AsyncConnection, max_id: int | None) -> str | None:
     """Why rows up to ``max_id`` are not sealed yet, or None (sealed, or no sealing here)."""
     if max_id is None:
         return None
-    installed = (await conn.execute(sa.text("SELECT to_regclass('audit_seal')"))).scalar_one()
+    installed = (
+        await conn.execute(sa.text("SELECT to_regclass('public.audit_seal')"))
+    ).scalar_one()
     if installed is None:
         return None
     sealed_to = (
-        await conn.execute(sa.text("SELECT max(last_id) FROM audit_seal"))
+        await conn.execute(sa.text("SELECT max(last_id) FROM public.audit_seal"))
     ).scalar_one()
     if sealed_to is None or sealed_to < max_id:
         return f"rows up to id {max_id} are not sealed (sealed up to {sealed_to or 0})"
@@ -234,7 +236,7 @@ async def _export(engine: AsyncEngine, name: str, directory: Path) -> tuple[str,
         await folder.mkdir(parents=True, exist_ok=True)
         async with engine.connect() as conn, await anyio.open_file(path, "w") as out:
             result = await conn.stream(
-                sa.text(f'SELECT id, event_id, event_json FROM "{name}" ORDER BY id')
+                sa.text(f'SELECT id, event_id, event_json FROM public."{name}" ORDER BY id')
             )
             # The event JSON goes out exactly as stored; lines are written a chunk at a time.
             async for chunk in result.partitions(_EXPORT_CHUNK):
@@ -259,7 +261,7 @@ async def _remove(
         async with engine.begin() as conn:
             await conn.execute(sa.text(f"SET LOCAL lock_timeout = '{_LOCK_TIMEOUT}'"))
             # No write reaches the partition from here on; then check everything again.
-            await conn.execute(sa.text(f'LOCK TABLE "{name}" IN SHARE MODE'))
+            await conn.execute(sa.text(f'LOCK TABLE public."{name}" IN SHARE MODE'))
             again = await _decide(conn, name, decision.month)
             if exported is not None and exported[1] != again.rows:
                 reason = f"export holds {exported[1]} rows, the partition {again.rows}"
@@ -267,8 +269,10 @@ async def _remove(
             if not again.removable:
                 logger.warning("retention keeps %s: %s", name, "; ".join(again.kept_because))
                 return again
-            await conn.execute(sa.text(f'ALTER TABLE audit_log DETACH PARTITION "{name}"'))
-            await conn.execute(sa.text(f'DROP TABLE "{name}"'))
+            await conn.execute(
+                sa.text(f'ALTER TABLE public.audit_log DETACH PARTITION public."{name}"')
+            )
+            await conn.execute(sa.text(f'DROP TABLE public."{name}"'))
             await conn.execute(_LOG, _log_params(again, exported))
     except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
         raise map_database_error(exc, StoreError, f"remove {name}") from exc
@@ -284,7 +288,7 @@ async def _remove(
 
 
 _LOG = sa.text(
-    "INSERT INTO audit_retention_log (partition_name, range_start, range_end, row_count,"
+    "INSERT INTO public.audit_retention_log (partition_name, range_start, range_end, row_count,"
     " min_id, max_id, exported_to) VALUES (:name, :start, :end, :rows, :min_id, :max_id,"
     " :exported_to)"
 )

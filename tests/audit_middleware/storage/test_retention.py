@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from conftest import database_name
 from test_partitions import libpq, partition_event, uuid7_at
 
 from audit_middleware import AuditStore, ConfigurationError, StoreError, migrate
@@ -157,6 +158,7 @@ async def test_retention_needs_a_role_row_level_security_does_not_hold(pg_url: s
     with psycopg.connect(libpq(pg_url), autocommit=True) as conn:
         role = f"retention_{uuid.uuid4().hex[:8]}"
         conn.execute(f"CREATE ROLE {role} LOGIN")
+        conn.execute(f"GRANT CONNECT ON DATABASE \"{database_name(pg_url)}\" TO {role}")
         try:
             limited = pg_url.replace("postgres@", f"{role}@", 1)
             from audit_middleware.storage._store import create_engine

@@ -123,12 +123,12 @@ $$""",
 # What the retention command keeps to itself: organizations whose rows must not be removed,
 # and what each removal took away. Both append-only in spirit; holds are lifted by deleting.
 _RETENTION_TABLES = [
-    """CREATE TABLE audit_legal_hold (
+    """CREATE TABLE public.audit_legal_hold (
          organization_id bigint PRIMARY KEY,
          reason text NOT NULL,
          placed_by text NOT NULL DEFAULT current_user,
          placed_at timestamptz NOT NULL DEFAULT now())""",
-    """CREATE TABLE audit_retention_log (
+    """CREATE TABLE public.audit_retention_log (
          id bigserial PRIMARY KEY,
          partition_name text NOT NULL,
          range_start timestamptz NOT NULL,
@@ -140,8 +140,8 @@ _RETENTION_TABLES = [
          removed_by text NOT NULL DEFAULT current_user,
          removed_at timestamptz NOT NULL DEFAULT now())""",
     """CREATE TRIGGER audit_retention_log_append_only
-         BEFORE UPDATE OR DELETE OR TRUNCATE ON audit_retention_log
-         FOR EACH STATEMENT EXECUTE FUNCTION auditevt_refuse_change()""",
+         BEFORE UPDATE OR DELETE OR TRUNCATE ON public.audit_retention_log
+         FOR EACH STATEMENT EXECUTE FUNCTION public.auditevt_refuse_change()""",
 ]
 
 
@@ -155,9 +155,9 @@ BEGIN
   FOR policy IN
     SELECT p.polname, p.polcmd, pg_get_expr(p.polqual, p.polrelid) AS qual,
            pg_get_expr(p.polwithcheck, p.polrelid) AS with_check, p.polpermissive
-    FROM pg_policy p WHERE p.polrelid = '@SOURCE'::regclass
+    FROM pg_policy p WHERE p.polrelid = 'public.@SOURCE'::regclass
   LOOP
-    EXECUTE format('CREATE POLICY %I ON audit_log AS %s FOR %s%s%s', policy.polname,
+    EXECUTE format('CREATE POLICY %I ON public.audit_log AS %s FOR %s%s%s', policy.polname,
       CASE WHEN policy.polpermissive THEN 'PERMISSIVE' ELSE 'RESTRICTIVE' END,
       CASE policy.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
                          WHEN 'd' THEN 'DELETE' ELSE 'ALL' END,
@@ -168,23 +168,44 @@ BEGIN
   FOR grant_row IN
     SELECT a.grantee, string_agg(a.privilege_type, ', ') AS privileges
     FROM pg_class c, aclexplode(c.relacl) a
-    WHERE c.oid = '@SOURCE'::regclass AND a.grantee <> c.relowner
+    WHERE c.oid = 'public.@SOURCE'::regclass AND a.grantee <> c.relowner
     GROUP BY a.grantee
   LOOP
-    EXECUTE format('GRANT %s ON audit_log TO %s', grant_row.privileges,
+    EXECUTE format('GRANT %s ON public.audit_log TO %s', grant_row.privileges,
                    CASE WHEN grant_row.grantee = 0 THEN 'PUBLIC'
                         ELSE grant_row.grantee::regrole::text END);
   END LOOP;
   FOR grant_row IN
     SELECT a.grantee, a.privilege_type, string_agg(quote_ident(att.attname), ', ') AS columns
     FROM pg_attribute att, aclexplode(att.attacl) a
-    WHERE att.attrelid = '@SOURCE'::regclass AND att.attacl IS NOT NULL
+    WHERE att.attrelid = 'public.@SOURCE'::regclass AND att.attacl IS NOT NULL
     GROUP BY a.grantee, a.privilege_type
   LOOP
-    EXECUTE format('GRANT %s (%s) ON audit_log TO %s', grant_row.privilege_type,
+    EXECUTE format('GRANT %s (%s) ON public.audit_log TO %s', grant_row.privilege_type,
                    grant_row.columns,
                    CASE WHEN grant_row.grantee = 0 THEN 'PUBLIC'
                         ELSE grant_row.grantee::regrole::text END);
+  END LOOP;
+END
+$$"""
+
+
+# Recreate a replaced table's other indexes (the reader's, and any a DBA added) on audit_log,
+# under their own names; the replaced table's copies are renamed out of the way first.
+_COPY_INDEXES = """
+DO $$
+DECLARE
+  index_row record;
+BEGIN
+  FOR index_row IN
+    SELECT c.relname AS name, pg_get_indexdef(i.indexrelid) AS definition
+    FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+    WHERE i.indrelid = 'public.@SOURCE'::regclass AND NOT i.indisprimary
+      AND NOT EXISTS (SELECT FROM pg_constraint k WHERE k.conindid = i.indexrelid)
+  LOOP
+    EXECUTE format('ALTER INDEX public.%I RENAME TO %I', index_row.name,
+                   left('old_' || md5(index_row.name || clock_timestamp()::text), 63));
+    EXECUTE replace(index_row.definition, ' ON public.@SOURCE ', ' ON public.audit_log ');
   END LOOP;
 END
 $$"""
@@ -197,11 +218,11 @@ def _copy_security(source: str) -> str:
 def _append_only_triggers() -> None:
     op.execute(
         "CREATE TRIGGER audit_log_append_only_statement BEFORE UPDATE OR DELETE OR TRUNCATE"
-        " ON audit_log FOR EACH STATEMENT EXECUTE FUNCTION auditevt_refuse_change()"
+        " ON public.audit_log FOR EACH STATEMENT EXECUTE FUNCTION public.auditevt_refuse_change()"
     )
     op.execute(
         "CREATE TRIGGER audit_log_append_only_row BEFORE UPDATE OR DELETE"
-        " ON audit_log FOR EACH ROW EXECUTE FUNCTION auditevt_refuse_change()"
+        " ON public.audit_log FOR EACH ROW EXECUTE FUNCTION public.auditevt_refuse_change()"
     )
 
 
@@ -213,34 +234,37 @@ def _schema() -> str:
 
 def _convert() -> None:
     schema = _schema()
-    op.execute("ALTER TABLE audit_log RENAME TO audit_log_unpartitioned")
+    op.execute("ALTER TABLE public.audit_log RENAME TO audit_log_unpartitioned")
     op.execute(
-        "ALTER TABLE audit_log_unpartitioned RENAME CONSTRAINT audit_log_pkey"
+        "ALTER TABLE public.audit_log_unpartitioned RENAME CONSTRAINT audit_log_pkey"
         " TO audit_log_unpartitioned_pkey"
     )
     op.execute(
-        "ALTER TABLE audit_log_unpartitioned RENAME CONSTRAINT audit_log_event_id_key"
+        "ALTER TABLE public.audit_log_unpartitioned RENAME CONSTRAINT audit_log_event_id_key"
         " TO audit_log_unpartitioned_event_id_key"
     )
-    op.execute("ALTER INDEX ix_audit_log_org_ts_id RENAME TO ix_audit_log_unpartitioned_org_ts_id")
     # The sequence goes with the table it is owned by: keep it for the new one.
-    op.execute("ALTER SEQUENCE audit_log_id_seq OWNED BY NONE")
+    op.execute("ALTER SEQUENCE public.audit_log_id_seq OWNED BY NONE")
     op.execute(
-        "CREATE TABLE audit_log (LIKE audit_log_unpartitioned INCLUDING DEFAULTS"
+        "CREATE TABLE public.audit_log (LIKE public.audit_log_unpartitioned INCLUDING DEFAULTS"
         " INCLUDING GENERATED INCLUDING STORAGE INCLUDING COMMENTS) PARTITION BY RANGE (event_id)"
     )
-    op.execute("ALTER SEQUENCE audit_log_id_seq OWNED BY audit_log.id")
-    op.execute("ALTER TABLE audit_log ADD CONSTRAINT audit_log_pkey PRIMARY KEY (id, event_id)")
-    op.execute("ALTER TABLE audit_log ADD CONSTRAINT audit_log_event_id_key UNIQUE (event_id)")
+    op.execute("ALTER SEQUENCE public.audit_log_id_seq OWNED BY public.audit_log.id")
     op.execute(
-        'CREATE INDEX ix_audit_log_org_ts_id ON audit_log (organization_id, "timestamp", id)'
+        "ALTER TABLE public.audit_log ADD CONSTRAINT audit_log_pkey"
+        " PRIMARY KEY (id, event_id)"
     )
-    op.execute("CREATE TABLE audit_log_default PARTITION OF audit_log DEFAULT")
+    op.execute(
+        "ALTER TABLE public.audit_log ADD CONSTRAINT audit_log_event_id_key"
+        " UNIQUE (event_id)"
+    )
+    op.execute(_COPY_INDEXES.replace("@SOURCE", "audit_log_unpartitioned"))
+    op.execute("CREATE TABLE public.audit_log_default PARTITION OF public.audit_log DEFAULT")
     for statement in _PARTITION_FUNCTIONS:
         op.execute(statement.replace("@S.", f"{schema}."))
     # Partitions from the oldest row's month; rows whose id is not time-ordered go to default.
     # The owner reads its own table through forced RLS only with it lifted for this copy.
-    op.execute("ALTER TABLE audit_log_unpartitioned NO FORCE ROW LEVEL SECURITY")
+    op.execute("ALTER TABLE public.audit_log_unpartitioned NO FORCE ROW LEVEL SECURITY")
     op.execute(f"""
 DO $$
 DECLARE
@@ -249,22 +273,22 @@ BEGIN
   SELECT to_timestamp(min(('x' || substr(replace(event_id::text, '-', ''), 1, 12))::bit(48)
                           ::bigint) / 1000.0)
   INTO oldest
-  FROM audit_log_unpartitioned
+  FROM public.audit_log_unpartitioned
   WHERE substr(event_id::text, 15, 1) = '7';
-  PERFORM auditevt_ensure_partitions(coalesce(oldest, now()), {MONTHS_AHEAD});
+  PERFORM public.auditevt_ensure_partitions(coalesce(oldest, now()), {MONTHS_AHEAD});
 END
 $$""")
-    op.execute("INSERT INTO audit_log SELECT * FROM audit_log_unpartitioned")
+    op.execute("INSERT INTO public.audit_log SELECT * FROM public.audit_log_unpartitioned")
     # Security, as the old table had it: the same policies, triggers and grants.
-    op.execute("ALTER TABLE audit_log ENABLE ROW LEVEL SECURITY")
-    op.execute("ALTER TABLE audit_log FORCE ROW LEVEL SECURITY")
+    op.execute("ALTER TABLE public.audit_log ENABLE ROW LEVEL SECURITY")
+    op.execute("ALTER TABLE public.audit_log FORCE ROW LEVEL SECURITY")
     op.execute(_copy_security("audit_log_unpartitioned"))
     _append_only_triggers()
     # Partitions made before the parent had its policies get them now.
     op.execute("""
-SELECT auditevt_harden_partition(inhrelid::regclass)
-FROM pg_inherits WHERE inhparent = 'audit_log'::regclass""")
-    op.execute("DROP TABLE audit_log_unpartitioned")
+SELECT public.auditevt_harden_partition(inhrelid::regclass)
+FROM pg_inherits WHERE inhparent = 'public.audit_log'::regclass""")
+    op.execute("DROP TABLE public.audit_log_unpartitioned")
 
 
 def upgrade() -> None:
@@ -281,7 +305,7 @@ DECLARE
 BEGIN
   FOR grantee IN
     SELECT DISTINCT a.grantee FROM pg_class c, aclexplode(c.relacl) a
-    WHERE c.oid IN ('audit_log'::regclass, 'audit_outbox'::regclass)
+    WHERE c.oid IN ('public.audit_log'::regclass, 'public.audit_outbox'::regclass)
       AND a.grantee NOT IN (0, c.relowner)
   LOOP
     EXECUTE format('GRANT EXECUTE ON FUNCTION auditevt_ensure_partitions(timestamptz, integer)'
@@ -301,33 +325,36 @@ def downgrade() -> None:
     # and legal holds are forgotten).
     if op.get_bind().dialect.name != "postgresql":
         return
-    op.execute("DROP TABLE audit_retention_log")
-    op.execute("DROP TABLE audit_legal_hold")
-    op.execute("ALTER TABLE audit_log RENAME TO audit_log_partitioned")
-    op.execute("ALTER TABLE audit_log_partitioned RENAME CONSTRAINT audit_log_pkey"
+    op.execute("DROP TABLE public.audit_retention_log")
+    op.execute("DROP TABLE public.audit_legal_hold")
+    op.execute("ALTER TABLE public.audit_log RENAME TO audit_log_partitioned")
+    op.execute("ALTER TABLE public.audit_log_partitioned RENAME CONSTRAINT audit_log_pkey"
                " TO audit_log_partitioned_pkey")
-    op.execute("ALTER TABLE audit_log_partitioned RENAME CONSTRAINT audit_log_event_id_key"
+    op.execute("ALTER TABLE public.audit_log_partitioned RENAME CONSTRAINT audit_log_event_id_key"
                " TO audit_log_partitioned_event_id_key")
-    op.execute("ALTER INDEX ix_audit_log_org_ts_id RENAME TO ix_audit_log_partitioned_org_ts_id")
-    op.execute("ALTER SEQUENCE audit_log_id_seq OWNED BY NONE")
+    op.execute("ALTER SEQUENCE public.audit_log_id_seq OWNED BY NONE")
     op.execute(
-        "CREATE TABLE audit_log (LIKE audit_log_partitioned INCLUDING DEFAULTS"
+        "CREATE TABLE public.audit_log (LIKE public.audit_log_partitioned INCLUDING DEFAULTS"
         " INCLUDING GENERATED INCLUDING STORAGE INCLUDING COMMENTS)"
     )
-    op.execute("ALTER SEQUENCE audit_log_id_seq OWNED BY audit_log.id")
-    op.execute("ALTER TABLE audit_log ADD CONSTRAINT audit_log_pkey PRIMARY KEY (id)")
-    op.execute("ALTER TABLE audit_log ADD CONSTRAINT audit_log_event_id_key UNIQUE (event_id)")
+    op.execute("ALTER SEQUENCE public.audit_log_id_seq OWNED BY public.audit_log.id")
     op.execute(
-        'CREATE INDEX ix_audit_log_org_ts_id ON audit_log (organization_id, "timestamp", id)'
+        "ALTER TABLE public.audit_log ADD CONSTRAINT audit_log_pkey"
+        " PRIMARY KEY (id)"
     )
+    op.execute(
+        "ALTER TABLE public.audit_log ADD CONSTRAINT audit_log_event_id_key"
+        " UNIQUE (event_id)"
+    )
+    op.execute(_COPY_INDEXES.replace("@SOURCE", "audit_log_partitioned"))
     # Rows read through the parent are held by the parent's policies alone.
-    op.execute("ALTER TABLE audit_log_partitioned NO FORCE ROW LEVEL SECURITY")
-    op.execute("INSERT INTO audit_log SELECT * FROM audit_log_partitioned")
-    op.execute("ALTER TABLE audit_log ENABLE ROW LEVEL SECURITY")
-    op.execute("ALTER TABLE audit_log FORCE ROW LEVEL SECURITY")
+    op.execute("ALTER TABLE public.audit_log_partitioned NO FORCE ROW LEVEL SECURITY")
+    op.execute("INSERT INTO public.audit_log SELECT * FROM public.audit_log_partitioned")
+    op.execute("ALTER TABLE public.audit_log ENABLE ROW LEVEL SECURITY")
+    op.execute("ALTER TABLE public.audit_log FORCE ROW LEVEL SECURITY")
     op.execute(_copy_security("audit_log_partitioned"))
     _append_only_triggers()
-    op.execute("DROP TABLE audit_log_partitioned")
+    op.execute("DROP TABLE public.audit_log_partitioned")
     for function in (
         "auditevt_ensure_partitions(timestamptz, integer)",
         "auditevt_ensure_partition(timestamptz)",
