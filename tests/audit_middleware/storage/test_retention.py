@@ -11,7 +11,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import database_name
 from test_partitions import libpq, partition_event, uuid7_at
 
 from audit_middleware import AuditStore, ConfigurationError, StoreError, migrate
@@ -22,6 +21,7 @@ from audit_middleware.storage._retention import (
     plan_retention,
 )
 from auditevt._cli import main
+from conftest import database_name
 
 
 def months_ago(count: int) -> datetime:
