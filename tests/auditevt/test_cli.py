@@ -182,8 +182,8 @@ def test_cli_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
 def test_cli_finds_the_commands_of_every_installed_package() -> None:
     names = [command.name for command in find_commands()]
     assert names == [
-        "schema", "validate", "demo", "keygen", "migrate", "prove", "relay", "seal", "telemetry",
-        "verify",
+        "schema", "validate", "demo", "keygen", "migrate", "partitions", "prove", "relay",
+        "retention", "seal", "telemetry", "verify",
     ]  # fmt: skip
     parser = build_parser()
     args = parser.parse_args(["relay", "--database-url", "sqlite:///x", "--until-empty"])

@@ -12,6 +12,7 @@ FindingKind = Literal[
     "deleted_row",
     "inserted_row",
     "unsealed_rows",
+    "retired_rows",
     "altered_seal",
     "broken_chain",
     "bad_signature",

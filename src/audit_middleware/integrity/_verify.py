@@ -31,6 +31,7 @@ from audit_middleware.integrity._columns import COLUMNS, column_mismatches, pars
 from audit_middleware.integrity._keys import PublicKeys
 from audit_middleware.integrity._metrics import IntegrityStats
 from audit_middleware.integrity._report import Finding, VerifyReport
+from audit_middleware.integrity._retired import retire_removed_rows
 from audit_middleware.integrity._rowhash import row_hash
 from audit_middleware.storage._tables import AUDIT_LOG, AUDIT_SEALS, qualified
 
@@ -258,6 +259,8 @@ async def verify_database(
                                 oldest, oldest_id = written, row.id
             await merge.close()
             findings.extend(merge.findings)
+            if postgresql:
+                findings = await retire_removed_rows(conn, findings)
     except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
         raise map_database_error(exc, IntegrityError, "verify audit_log") from exc
     age = None if oldest is None else max(0.0, time.time() - oldest.timestamp())

@@ -4,7 +4,7 @@ Rows are never updated or deleted one by one (the table is append-only, and stay
 older than the retention window goes as one partition, detached and dropped, and only when
 
 - every event in it was delivered (no outbox row of its range remains, dead letters included);
-- every row in it is sealed, where sealing is installed (``audit_seal`` exists);
+- every row in it is sealed, where sealing is installed (``audit_seals`` exists);
 - no organization with a row in it is under a legal hold (``audit_legal_hold``).
 
 Each removal is one short transaction that locks the partition against writes, checks the
@@ -180,12 +180,12 @@ async def _unsealed(conn: AsyncConnection, max_id: int | None) -> str | None:
     if max_id is None:
         return None
     installed = (
-        await conn.execute(sa.text("SELECT to_regclass('public.audit_seal')"))
+        await conn.execute(sa.text("SELECT to_regclass('public.audit_seals')"))
     ).scalar_one()
     if installed is None:
         return None
     sealed_to = (
-        await conn.execute(sa.text("SELECT max(last_id) FROM public.audit_seal"))
+        await conn.execute(sa.text("SELECT max(last_id) FROM public.audit_seals"))
     ).scalar_one()
     if sealed_to is None or sealed_to < max_id:
         return f"rows up to id {max_id} are not sealed (sealed up to {sealed_to or 0})"
@@ -269,11 +269,21 @@ async def _remove(
             if not again.removable:
                 logger.warning("retention keeps %s: %s", name, "; ".join(again.kept_because))
                 return again
+            # What verification needs to tell this removal from a deletion (see
+            # integrity/_retired.py): the removed ids' digest.
+            digest = (
+                await conn.execute(
+                    sa.text(
+                        f"SELECT sha256(coalesce(string_agg(int8send(id), ''::bytea ORDER BY id),"
+                        f" ''::bytea)) FROM public.\"{name}\""
+                    )
+                )
+            ).scalar_one()
             await conn.execute(
                 sa.text(f'ALTER TABLE public.audit_log DETACH PARTITION public."{name}"')
             )
             await conn.execute(sa.text(f'DROP TABLE public."{name}"'))
-            await conn.execute(_LOG, _log_params(again, exported))
+            await conn.execute(_LOG, {**_log_params(again, exported), "digest": digest})
     except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
         raise map_database_error(exc, StoreError, f"remove {name}") from exc
     logger.warning(
@@ -289,8 +299,8 @@ async def _remove(
 
 _LOG = sa.text(
     "INSERT INTO public.audit_retention_log (partition_name, range_start, range_end, row_count,"
-    " min_id, max_id, exported_to) VALUES (:name, :start, :end, :rows, :min_id, :max_id,"
-    " :exported_to)"
+    " min_id, max_id, ids_sha256, exported_to) VALUES (:name, :start, :end, :rows, :min_id,"
+    " :max_id, :digest, :exported_to)"
 )
 
 

@@ -42,6 +42,15 @@ def sealer_for(key: SigningKey, published: Path) -> Callable[[AuditStore], Seale
     return build
 
 
+def _audit_log_triggers(conn: psycopg.Connection[Any], verb: str) -> None:
+    # audit_log and each of its partitions (a partition's statement triggers are its own).
+    tables = conn.execute(
+        "SELECT relid::regclass::text FROM pg_partition_tree('public.audit_log')"
+    ).fetchall()
+    for (table,) in tables or [("audit_log",)]:
+        conn.execute(f"ALTER TABLE {table} {verb} TRIGGER USER")
+
+
 @pytest.fixture
 def superuser(pg_url: str) -> Callable[..., list[tuple[Any, ...]]]:
     """Run SQL as the superuser with the append-only triggers off (as an attacker would)."""
@@ -49,13 +58,13 @@ def superuser(pg_url: str) -> Callable[..., list[tuple[Any, ...]]]:
     def run(*statements: str, params: Any = None) -> list[tuple[Any, ...]]:
         rows: list[tuple[Any, ...]] = []
         with psycopg.connect(libpq(pg_url)) as conn:
-            conn.execute("ALTER TABLE audit_log DISABLE TRIGGER USER")
+            _audit_log_triggers(conn, "DISABLE")
             conn.execute("ALTER TABLE audit_seals DISABLE TRIGGER USER")
             for statement in statements:
                 cursor = conn.execute(statement, params)
                 if cursor.description is not None:
                     rows.extend(cursor.fetchall())
-            conn.execute("ALTER TABLE audit_log ENABLE TRIGGER USER")
+            _audit_log_triggers(conn, "ENABLE")
             conn.execute("ALTER TABLE audit_seals ENABLE TRIGGER USER")
         return rows
 

@@ -13,7 +13,15 @@ import psycopg
 import pytest
 from test_partitions import libpq, partition_event, uuid7_at
 
-from audit_middleware import AuditStore, ConfigurationError, StoreError, migrate
+from audit_middleware import (
+    AuditStore,
+    ConfigurationError,
+    Sealer,
+    SigningKey,
+    StoreError,
+    migrate,
+    verify_database,
+)
 from audit_middleware.storage._partitions import Partitions
 from audit_middleware.storage._retention import (
     RetentionWindow,
@@ -59,7 +67,17 @@ async def populate(url: str) -> dict[str, list[uuid.UUID]]:
         conn.execute(
             "INSERT INTO audit_legal_hold (organization_id, reason) VALUES (9, 'litigation')"
         )
+    await seal_everything(url)
     return written
+
+
+SEAL_KEY = SigningKey.generate()
+
+
+async def seal_everything(url: str) -> None:
+    """Seal every committed row (retention removes only sealed months)."""
+    async with AuditStore.from_url(url) as store:
+        await Sealer(store.engine, SEAL_KEY).run_once()
 
 
 def partitions(url: str) -> set[str]:
@@ -214,3 +232,29 @@ def test_retention_dry_run_and_partitions_commands(
     assert "could not" in _err(capsys)
 
 
+
+
+@pytest.mark.anyio
+async def test_retention_removal_verifies_as_retired_and_a_deletion_beside_it_does_not(
+    pg_url: str,
+) -> None:
+    await populate(pg_url)
+    keys = {SEAL_KEY.key_id: SEAL_KEY.public_key}
+    async with AuditStore.from_url(pg_url) as store:
+        assert (await verify_database(store.engine, keys)).ok
+        await apply_retention(store.engine, RetentionWindow.parse("1m"))
+        report = await verify_database(store.engine, keys)
+        assert report.ok, [f.message for f in report.findings if f.problem]
+        retired = [f for f in report.findings if f.kind == "retired_rows"]
+        assert len(retired) == 1 and "25 sealed row(s) of" in retired[0].message
+    # An attacker who also deletes a sealed row of a month that stays is still caught.
+    with psycopg.connect(libpq(pg_url), autocommit=True) as conn:
+        conn.execute("ALTER TABLE public.audit_log DISABLE TRIGGER USER")
+        victim = conn.execute("SELECT min(id) FROM public.audit_log").fetchone()
+        assert victim is not None
+        conn.execute("DELETE FROM public.audit_log WHERE id = %s", victim)
+        conn.execute("ALTER TABLE public.audit_log ENABLE TRIGGER USER")
+    async with AuditStore.from_url(pg_url) as store:
+        report = await verify_database(store.engine, keys)
+    assert not report.ok
+    assert [f.row_id for f in report.findings if f.kind == "deleted_row"] == [victim[0]]

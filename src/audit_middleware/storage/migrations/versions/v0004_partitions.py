@@ -1,7 +1,7 @@
 """audit_log partitioned by month on PostgreSQL; legal holds and a retention log.
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 Create Date: 2026-12-01
 
 The partition key is ``event_id``: a UUIDv7 whose first 48 bits are the Unix milliseconds of the
@@ -25,7 +25,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0004"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
@@ -82,15 +82,18 @@ BEGIN
   EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', partition);
   FOR policy IN
     SELECT p.polname, p.polcmd, pg_get_expr(p.polqual, p.polrelid) AS qual,
-           pg_get_expr(p.polwithcheck, p.polrelid) AS with_check, p.polpermissive
+           pg_get_expr(p.polwithcheck, p.polrelid) AS with_check, p.polpermissive,
+           (SELECT string_agg(CASE WHEN r = 0 THEN 'PUBLIC' ELSE r::regrole::text END, ', ')
+                   FROM unnest(p.polroles) AS r) AS roles
     FROM pg_policy p WHERE p.polrelid = '@S.audit_log'::regclass
   LOOP
     IF NOT EXISTS (SELECT FROM pg_policy WHERE polrelid = partition
                    AND polname = policy.polname) THEN
-      EXECUTE format('CREATE POLICY %I ON %s AS %s FOR %s%s%s', policy.polname, partition,
+      EXECUTE format('CREATE POLICY %I ON %s AS %s FOR %s TO %s%s%s', policy.polname, partition,
         CASE WHEN policy.polpermissive THEN 'PERMISSIVE' ELSE 'RESTRICTIVE' END,
         CASE policy.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
                            WHEN 'd' THEN 'DELETE' ELSE 'ALL' END,
+        policy.roles,
         CASE WHEN policy.qual IS NULL THEN '' ELSE ' USING (' || policy.qual || ')' END,
         CASE WHEN policy.with_check IS NULL THEN ''
              ELSE ' WITH CHECK (' || policy.with_check || ')' END);
@@ -136,6 +139,7 @@ _RETENTION_TABLES = [
          row_count bigint NOT NULL,
          min_id bigint,
          max_id bigint,
+         ids_sha256 bytea,
          exported_to text,
          removed_by text NOT NULL DEFAULT current_user,
          removed_at timestamptz NOT NULL DEFAULT now())""",
@@ -154,13 +158,16 @@ DECLARE
 BEGIN
   FOR policy IN
     SELECT p.polname, p.polcmd, pg_get_expr(p.polqual, p.polrelid) AS qual,
-           pg_get_expr(p.polwithcheck, p.polrelid) AS with_check, p.polpermissive
+           pg_get_expr(p.polwithcheck, p.polrelid) AS with_check, p.polpermissive,
+           (SELECT string_agg(CASE WHEN r = 0 THEN 'PUBLIC' ELSE r::regrole::text END, ', ')
+                   FROM unnest(p.polroles) AS r) AS roles
     FROM pg_policy p WHERE p.polrelid = 'public.@SOURCE'::regclass
   LOOP
-    EXECUTE format('CREATE POLICY %I ON public.audit_log AS %s FOR %s%s%s', policy.polname,
+    EXECUTE format('CREATE POLICY %I ON public.audit_log AS %s FOR %s TO %s%s%s', policy.polname,
       CASE WHEN policy.polpermissive THEN 'PERMISSIVE' ELSE 'RESTRICTIVE' END,
       CASE policy.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
                          WHEN 'd' THEN 'DELETE' ELSE 'ALL' END,
+      policy.roles,
       CASE WHEN policy.qual IS NULL THEN '' ELSE ' USING (' || policy.qual || ')' END,
       CASE WHEN policy.with_check IS NULL THEN ''
            ELSE ' WITH CHECK (' || policy.with_check || ')' END);
@@ -310,6 +317,24 @@ BEGIN
   LOOP
     EXECUTE format('GRANT EXECUTE ON FUNCTION auditevt_ensure_partitions(timestamptz, integer)'
                    ' TO %s', grantee::regrole::text);
+  END LOOP;
+END
+$$""")
+    # Who verifies seals reads the retention log too (it explains rows retention removed).
+    op.execute("""
+DO $$
+DECLARE
+  grantee oid;
+BEGIN
+  IF to_regclass('public.audit_seals') IS NULL THEN
+    RETURN;
+  END IF;
+  FOR grantee IN
+    SELECT DISTINCT a.grantee FROM pg_class c, aclexplode(c.relacl) a
+    WHERE c.oid = 'public.audit_seals'::regclass AND a.privilege_type = 'SELECT'
+      AND a.grantee NOT IN (0, c.relowner)
+  LOOP
+    EXECUTE format('GRANT SELECT ON public.audit_retention_log TO %s', grantee::regrole::text);
   END LOOP;
 END
 $$""")
