@@ -1,0 +1,196 @@
+"""``EventQuery``: the filtered, org-scoped reads the review app needs beyond ``AuditReader``.
+
+``AuditReader.list_events`` filters on time, actor, entity and action; the review app also
+filters on action context, status class and path prefix, looks one event up by ``event_id``,
+lists the review queue and streams exports. Those queries live here, on the reader's engine,
+with the reader's discipline: every call is one short transaction that first runs
+``set_config('auditevt.organization_id', :org, true)``, so PostgreSQL's forced row-level security
+admits that organization's rows and no other, and the setting ends with the transaction. The
+SQL filters on ``organization_id`` too (what the index serves; the only guard on SQLite).
+
+Exports page by keyset, one transaction per page, so memory stays bounded whatever the size and
+no transaction stays open while a slow client downloads.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import pydantic
+import sqlalchemy.exc
+from sqlalchemy import BigInteger, ColumnElement, Select, exists, literal, select, text, tuple_
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from audit_middleware._exceptions import ReaderError, map_database_error
+from audit_middleware.review._filter import EventFilter
+from audit_middleware.storage._reader import AuditRecord
+from audit_middleware.storage._tables import AUDIT_LOG, AUDIT_REVIEW
+from auditevt import Event
+
+__all__ = ["REVIEWABLE_CONTEXTS", "EventPage", "EventQuery", "scoped"]
+
+REVIEWABLE_CONTEXTS = ("break_glass", "impersonation")
+"""The action contexts whose events wait in the review queue."""
+
+SET_ORGANIZATION = text("SELECT set_config('auditevt.organization_id', :org, true)")
+_CURSOR_PREFIX = "r1"
+_EXPORT_PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    """One page of a listing, newest first."""
+
+    items: list[AuditRecord]
+    """Up to ``limit`` records, newest ``timestamp`` first (then highest id)."""
+    next_cursor: str | None
+    """Pass as ``after`` for the next, older page; ``None`` on the last page."""
+
+
+@contextlib.asynccontextmanager
+async def scoped(engine: AsyncEngine, organization_id: int) -> AsyncIterator[AsyncConnection]:
+    """One transaction on ``engine``, scoped to ``organization_id`` for row-level security."""
+    async with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            await conn.execute(SET_ORGANIZATION, {"org": str(organization_id)})
+        yield conn
+
+
+class EventQuery:
+    """Org-scoped queries of ``audit_log`` on ``engine`` (share ``AuditReader.engine``)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._postgresql = engine.dialect.name == "postgresql"
+        self._read_engine = (
+            engine.execution_options(isolation_level="READ COMMITTED", postgresql_readonly=True)
+            if self._postgresql
+            else engine
+        )
+
+    async def page(
+        self,
+        organization_id: int,
+        event_filter: EventFilter,
+        *,
+        limit: int,
+        after: str | None = None,
+        unreviewed: bool = False,
+    ) -> EventPage:
+        """One page of matching events, newest first; ``unreviewed`` gives the review queue."""
+        conditions = event_filter.conditions(postgresql=self._postgresql)
+        if unreviewed:
+            conditions.extend(_queue_conditions())
+        if after is not None:
+            conditions.append(self._after(after))
+        query = self._select(organization_id, conditions).limit(limit + 1)
+        rows = await self._rows(organization_id, query)
+        items = [_record(row) for row in rows[:limit]]
+        next_cursor = None
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            next_cursor = _encode_cursor(_utc(last.timestamp), last.id)
+        return EventPage(items=items, next_cursor=next_cursor)
+
+    async def get(self, organization_id: int, event_id: UUID) -> AuditRecord | None:
+        """The organization's event with this ``event_id``, or ``None`` (also for another's)."""
+        query = self._select(organization_id, [AUDIT_LOG.c.event_id == event_id])
+        rows = await self._rows(organization_id, query)
+        return _record(rows[0]) if rows else None
+
+    async def stream(
+        self, organization_id: int, event_filter: EventFilter, *, page_size: int = _EXPORT_PAGE
+    ) -> AsyncIterator[AuditRecord]:
+        """Every matching event, newest first, fetched ``page_size`` rows per transaction."""
+        base = event_filter.conditions(postgresql=self._postgresql)
+        cursor: tuple[datetime, int] | None = None
+        while True:
+            conditions = list(base)
+            if cursor is not None:
+                conditions.append(self._before(*cursor))
+            query = self._select(organization_id, conditions).limit(page_size)
+            rows = await self._rows(organization_id, query)
+            for row in rows:
+                yield _record(row)
+            if len(rows) < page_size:
+                return
+            cursor = (_utc(rows[-1].timestamp), rows[-1].id)
+            del rows
+
+    def _select(
+        self, organization_id: int, conditions: Sequence[ColumnElement[bool]]
+    ) -> Select[Any]:
+        table = AUDIT_LOG.c
+        return (
+            select(table.id, table.event_id, table.event_json, table.inserted_at, table.timestamp)
+            .where(table.organization_id == organization_id, *conditions)
+            .order_by(table.timestamp.desc(), table.id.desc())
+        )
+
+    def _after(self, after: str) -> ColumnElement[bool]:
+        moment, row_id = _decode_cursor(after)
+        return self._before(moment, row_id)
+
+    def _before(self, moment: datetime, row_id: int) -> ColumnElement[bool]:
+        when = moment if self._postgresql else moment.astimezone(UTC)
+        return tuple_(AUDIT_LOG.c.timestamp, AUDIT_LOG.c.id) < tuple_(
+            literal(when, AUDIT_LOG.c.timestamp.type), literal(row_id, BigInteger())
+        )
+
+    async def _rows(self, organization_id: int, query: Select[Any]) -> list[Any]:
+        try:
+            async with scoped(self._read_engine, organization_id) as conn:
+                return list((await conn.execute(query)).all())
+        except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
+            raise map_database_error(exc, ReaderError, "read audit rows") from exc
+
+
+def _queue_conditions() -> list[ColumnElement[bool]]:
+    reviewed = exists().where(
+        AUDIT_REVIEW.c.organization_id == AUDIT_LOG.c.organization_id,
+        AUDIT_REVIEW.c.event_id == AUDIT_LOG.c.event_id,
+    )
+    return [AUDIT_LOG.c.action_context.in_(REVIEWABLE_CONTEXTS), ~reviewed]
+
+
+def _encode_cursor(moment: datetime, row_id: int) -> str:
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    raw = f"{_CURSOR_PREFIX}:{micros}:{row_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(value: str) -> tuple[datetime, int]:
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode("ascii")
+        prefix, micros, row_id = raw.split(":")
+        if prefix != _CURSOR_PREFIX or int(row_id) < 0:
+            raise ValueError(prefix)
+        seconds, micro = divmod(int(micros), 1_000_000)
+        moment = datetime.fromtimestamp(seconds, UTC).replace(microsecond=micro)
+        return moment, int(row_id)
+    except (ValueError, UnicodeDecodeError, binascii.Error, OverflowError, OSError):
+        raise ValueError(f"after={value!r} is not a cursor this app wrote") from None
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _record(row: Any) -> AuditRecord:
+    try:
+        event = Event.model_validate_json(row.event_json)
+    except pydantic.ValidationError as exc:
+        raise ReaderError(
+            f"audit row id={row.id} event_id={row.event_id} holds unreadable event_json: {exc}"
+        ) from exc
+    return AuditRecord(
+        id=row.id, event_id=row.event_id, event=event, inserted_at=_utc(row.inserted_at)
+    )
