@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import jinja2
 from starlette.requests import Request
@@ -38,7 +38,7 @@ _templates = Jinja2Templates(
         undefined=jinja2.StrictUndefined,
     )
 )
-_NEXT_PAGES = ("queue", "event")
+_MAX_FORM_BYTES = 64 * 1024
 
 
 def routes(app: ReviewApp) -> list[BaseRoute]:
@@ -54,6 +54,25 @@ def routes(app: ReviewApp) -> list[BaseRoute]:
 
 def _pretty(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """The urlencoded form body (parsed here: python-multipart is not a dependency)."""
+    from audit_middleware.review._app import Refused
+
+    kind = request.headers.get("content-type", "").split(";")[0].strip()
+    if kind != "application/x-www-form-urlencoded":
+        raise Refused(415, f"the form must be application/x-www-form-urlencoded, not {kind!r}")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > _MAX_FORM_BYTES:
+            raise Refused(413, f"the form is larger than {_MAX_FORM_BYTES} bytes")
+    try:
+        pairs = parse_qsl(body.decode(), keep_blank_values=True, max_num_fields=10)
+    except (UnicodeDecodeError, ValueError):
+        raise Refused(400, "the form is not valid urlencoded UTF-8") from None
+    return dict(pairs)
 
 
 def _form_values(request: Request) -> dict[str, str]:
@@ -209,7 +228,7 @@ class _Pages:
         reason = cross_origin_reason(request)
         if reason is not None:
             raise Refused(403, f"cross-origin form refused: {reason}")
-        form = await request.form()
+        form = await _form(request)
         token = form.get("csrf_token")
         if not isinstance(token, str) or not self.app.csrf.valid(
             token, admin.organization_id, admin.user_id

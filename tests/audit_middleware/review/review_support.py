@@ -128,3 +128,44 @@ async def review_client(review_db: str) -> AsyncIterator[httpx.AsyncClient]:
 def admin(org: int = ORG, user: int = 41, *, reviewer: bool = False) -> dict[str, str]:
     """Headers that sign in an admin of ``org``."""
     return {"x-admin": f"{org}:{user}" + (":reviewer" if reviewer else "")}
+
+
+@pytest.fixture
+def fresh_review_db() -> Iterator[str]:
+    """Like ``review_db``, but a database of the test's own (for tests that record reviews)."""
+    with fresh_pg_database("auditevt_review") as url:
+        migrate_sync(url)
+        asyncio.run(_seed(url))
+        yield url
+
+
+@pytest.fixture
+async def fresh_client(fresh_review_db: str) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of a Core API on ``fresh_review_db``."""
+    harness = build(fresh_review_db)
+    transport = httpx.ASGITransport(app=harness.core_api)
+    async with httpx.AsyncClient(transport=transport, base_url="http://core-api") as http:
+        yield http
+    await harness.aclose()
+
+
+async def collect(
+    client: httpx.AsyncClient, path: str, params: dict[str, str], headers: dict[str, str]
+) -> list[list[dict[str, object]]]:
+    """Every page of a listing, following ``next_cursor`` (at most 1000 pages)."""
+    pages: list[list[dict[str, object]]] = []
+    query = dict(params)
+    for _ in range(1000):
+        response = await client.get(f"{MOUNT}{path}", params=query, headers=headers)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        pages.append(body["items"])
+        if body["next_cursor"] is None:
+            return pages
+        query = {**params, "after": body["next_cursor"]}
+    raise AssertionError("more than 1000 pages")
+
+
+def seed_numbers(items: list[dict[str, object]]) -> list[int]:
+    """The ``n`` of each seeded event in ``items`` (from its changes), in order."""
+    return [item["event"]["changes"]["n"] for item in items]  # type: ignore[index]
