@@ -101,7 +101,8 @@ class Harness:
 
 
 def build(url: str, **options: object) -> Harness:
-    store = AuditStore.from_url(as_app_role(url))
+    # On PostgreSQL act as the application role (SQLite has no roles, and no RLS).
+    store = AuditStore.from_url(as_app_role(url) if url.startswith("postgresql") else url)
     reader = AuditReader(store.engine)
     review = create_review_app(
         store=store,

@@ -51,8 +51,15 @@ def expected(org: int, keep: Callable[[Event], bool]) -> list[int]:
 
 @pytest.mark.parametrize(
     "path",
-    ["/api/events", "/api/queue", "/api/export.csv", "/api/export.jsonl",
-     "/api/events/01a2307a-4808-7c5c-a6dd-166e67b5dfff", "/", "/queue"],
+    [
+        "/api/events",
+        "/api/queue",
+        "/api/export.csv",
+        "/api/export.jsonl",
+        "/api/events/01a2307a-4808-7c5c-a6dd-166e67b5dfff",
+        "/",
+        "/queue",
+    ],
 )
 async def test_api_without_an_organization_in_the_session_is_403(
     review_client: httpx.AsyncClient, path: str
@@ -76,7 +83,9 @@ async def test_api_organization_id_in_the_query_is_refused(
 async def test_api_each_admin_sees_only_their_organization(
     review_client: httpx.AsyncClient, review_db: str
 ) -> None:
-    mine = [item for page in await collect(review_client, "/api/events", {}, admin()) for item in page]
+    mine = [
+        item for page in await collect(review_client, "/api/events", {}, admin()) for item in page
+    ]
     theirs = [
         item
         for page in await collect(review_client, "/api/events", {}, admin(OTHER_ORG))
@@ -84,7 +93,9 @@ async def test_api_each_admin_sees_only_their_organization(
     ]
     assert {item["event"]["organization_id"] for item in mine} == {ORG}
     assert {item["event"]["organization_id"] for item in theirs} == {OTHER_ORG}
-    assert sorted(n for n in seed_numbers([i for i in theirs if i["event"]["entity_type"] != "audit_access"])) == list(range(PER_ORG[OTHER_ORG]))
+    assert sorted(
+        n for n in seed_numbers([i for i in theirs if i["event"]["entity_type"] != "audit_access"])
+    ) == list(range(PER_ORG[OTHER_ORG]))
     # One of organization 7's events, asked for by organization 8's admin: not there.
     foreign = mine[-1]["event_id"]
     response = await review_client.get(f"{MOUNT}/api/events/{foreign}", headers=admin(OTHER_ORG))
@@ -113,20 +124,28 @@ async def test_api_reads_as_a_role_held_by_rls(review_db: str) -> None:
 # --- filters --------------------------------------------------------------------------------
 
 FILTERS: list[tuple[dict[str, str], Callable[[Event], bool]]] = [
-    ({"since": "2024-05-01T09:10:00Z", "until": "2024-05-01T09:20:00Z"},
-     lambda e: "09:10" <= str(e.timestamp)[11:16] < "09:20"),
-    ({"since": "2024-05-01T11:10:00+02:00", "until": CUTOFF},  # 09:10Z, another offset
-     lambda e: str(e.timestamp)[11:16] >= "09:10"),
+    (
+        {"since": "2024-05-01T09:10:00Z", "until": "2024-05-01T09:20:00Z"},
+        lambda e: "09:10" <= str(e.timestamp)[11:16] < "09:20",
+    ),
+    (
+        {"since": "2024-05-01T11:10:00+02:00", "until": CUTOFF},  # 09:10Z, another offset
+        lambda e: str(e.timestamp)[11:16] >= "09:10",
+    ),
     ({"user_id": "2"}, lambda e: e.user_id == 2),
     ({"entity_type": "patient"}, lambda e: e.entity_type == "patient"),
-    ({"entity_type": "patient", "entity_id": "103"},
-     lambda e: e.entity_type == "patient" and e.entity_id == 103),
+    (
+        {"entity_type": "patient", "entity_id": "103"},
+        lambda e: e.entity_type == "patient" and e.entity_id == 103,
+    ),
     ({"action": "DELETE"}, lambda e: e.action == "DELETE"),
     ({"action": "update"}, lambda e: e.action == "UPDATE"),
     ({"action_context": "normal"}, lambda e: e.action_context in (None, ActionContext.NORMAL)),
     ({"action_context": "break_glass"}, lambda e: e.action_context == ActionContext.BREAK_GLASS),
-    ({"action_context": "impersonation"},
-     lambda e: e.action_context == ActionContext.IMPERSONATION),
+    (
+        {"action_context": "impersonation"},
+        lambda e: e.action_context == ActionContext.IMPERSONATION,
+    ),
     ({"status_class": "2xx"}, lambda e: 200 <= e.status_code < 300),
     ({"status_class": "3xx"}, lambda e: e.status_code == 302),
     ({"status_class": "4xx"}, lambda e: 400 <= e.status_code < 500),
@@ -135,8 +154,10 @@ FILTERS: list[tuple[dict[str, str], Callable[[Event], bool]]] = [
     ({"path_prefix": "/patients/1"}, lambda e: e.request_path.startswith("/patients/1")),
     ({"path_prefix": "/patients/%"}, lambda e: False),  # taken literally, not as a wildcard
     ({"path_prefix": "/appointments/_"}, lambda e: False),
-    ({"user_id": "1", "action": "CREATE", "status_class": "2xx", "path_prefix": "/"},
-     lambda e: e.user_id == 1 and e.action == "CREATE" and 200 <= e.status_code < 300),
+    (
+        {"user_id": "1", "action": "CREATE", "status_class": "2xx", "path_prefix": "/"},
+        lambda e: e.user_id == 1 and e.action == "CREATE" and 200 <= e.status_code < 300,
+    ),
 ]
 
 
@@ -247,7 +268,9 @@ async def test_api_csv_export_contents(review_client: httpx.AsyncClient, review_
         assert row["timestamp"] == str(event.timestamp)
         assert row["status_code"] == str(event.status_code)
         assert row["action_context"] == (event.action_context or "")
-        assert row["break_glass_id"] == ("" if event.break_glass_id is None else str(event.break_glass_id))
+        assert row["break_glass_id"] == (
+            "" if event.break_glass_id is None else str(event.break_glass_id)
+        )
         assert json.loads(row["changes"]) == event.changes
     first = next(row for row in body if json.loads(row["changes"])["n"] == 0)
     # A user agent a spreadsheet would run as a formula is defused.
@@ -274,9 +297,7 @@ async def test_query_stream_pages_through_everything(review_db: str) -> None:
         query = EventQuery(harness.reader.engine)
         numbers = [
             record.event.changes["n"]  # type: ignore[index, call-overload]
-            async for record in query.stream(
-                ORG, EventFilter.from_query(SEEDED), page_size=7
-            )
+            async for record in query.stream(ORG, EventFilter.from_query(SEEDED), page_size=7)
         ]
     finally:
         await harness.aclose()
@@ -305,7 +326,7 @@ async def test_api_every_read_is_itself_audited(
     await review_client.get(f"{MOUNT}/api/events", params={"action": "DELETE"}, headers=reader)
     await review_client.get(f"{MOUNT}/api/export.csv", params={"user_id": "2"}, headers=reader)
     await review_client.get(f"{MOUNT}/api/queue", headers=reader)
-    one = (await review_client.get(f"{MOUNT}/api/events", params={"limit": "1"}, headers=reader))
+    one = await review_client.get(f"{MOUNT}/api/events", params={"limit": "1"}, headers=reader)
     event_id = one.json()["items"][0]["event_id"]
     await review_client.get(f"{MOUNT}/api/events/{event_id}", headers=reader)
     seen = access_events(review_db, 4242)
@@ -317,13 +338,17 @@ async def test_api_every_read_is_itself_audited(
         {"operation": "view", "event_id": event_id},
     ]
     assert [path for _, path, _ in seen] == [
-        f"{MOUNT}/api/events", f"{MOUNT}/api/export.csv", f"{MOUNT}/api/queue",
-        f"{MOUNT}/api/events", f"{MOUNT}/api/events/{event_id}",
+        f"{MOUNT}/api/events",
+        f"{MOUNT}/api/export.csv",
+        f"{MOUNT}/api/queue",
+        f"{MOUNT}/api/events",
+        f"{MOUNT}/api/events/{event_id}",
     ]
     assert all(queued for _, _, queued in seen)  # each has its outbox row: the relay sends it
     # The access events are the organization's own audit events, listed like any other.
     listed = await review_client.get(
-        f"{MOUNT}/api/events", params={"user_id": "4242", "entity_type": "audit_access"},
+        f"{MOUNT}/api/events",
+        params={"user_id": "4242", "entity_type": "audit_access"},
         headers=reader,
     )
     assert len(listed.json()["items"]) == 6

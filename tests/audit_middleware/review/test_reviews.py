@@ -38,7 +38,9 @@ def libpq(url: str) -> str:
 
 def reviewable(org: int) -> list[int]:
     contexts = (ActionContext.BREAK_GLASS, ActionContext.IMPERSONATION)
-    return [n for n in reversed(range(PER_ORG[org])) if seed_event(org, n).action_context in contexts]
+    return [
+        n for n in reversed(range(PER_ORG[org])) if seed_event(org, n).action_context in contexts
+    ]
 
 
 async def queue_numbers(client: httpx.AsyncClient, headers: dict[str, str]) -> list[int]:
@@ -50,7 +52,8 @@ async def event_id_of(client: httpx.AsyncClient, n: int, org: int = ORG) -> str:
     path = f"/patients/{n}" if n % 2 else f"/appointments/{n}"
     body = (
         await client.get(
-            f"{MOUNT}/api/events", params={"path_prefix": path, "until": CUTOFF},
+            f"{MOUNT}/api/events",
+            params={"path_prefix": path, "until": CUTOFF},
             headers=admin(org),
         )
     ).json()
@@ -77,7 +80,10 @@ async def test_review_queue_holds_unreviewed_break_glass_and_impersonation_event
     assert response.status_code == 201, response.text
     review = response.json()
     assert (review["event_id"], review["reviewer_id"], review["decision"], review["note"]) == (
-        event_id, 41, "justified", "ER, patient unconscious",
+        event_id,
+        41,
+        "justified",
+        "ER, patient unconscious",
     )
     # Out of the queue; shown next to the event, in the listing and on its own.
     assert await queue_numbers(fresh_client, REVIEWER) == [
@@ -102,12 +108,32 @@ async def test_review_queue_holds_unreviewed_break_glass_and_impersonation_event
             "WHERE l.entity_type = 'audit_review' ORDER BY l.id"
         ).fetchall()
     assert rows == [
-        (review["id"], 41, ORG, 201,
-         {"operation": "review", "event_id": event_id, "decision": "justified",
-          "note": "ER, patient unconscious"}, True),
-        (again.json()["id"], 41, ORG, 201,
-         {"operation": "review", "event_id": event_id, "decision": "needs_follow_up",
-          "note": ""}, True),
+        (
+            review["id"],
+            41,
+            ORG,
+            201,
+            {
+                "operation": "review",
+                "event_id": event_id,
+                "decision": "justified",
+                "note": "ER, patient unconscious",
+            },
+            True,
+        ),
+        (
+            again.json()["id"],
+            41,
+            ORG,
+            201,
+            {
+                "operation": "review",
+                "event_id": event_id,
+                "decision": "needs_follow_up",
+                "note": "",
+            },
+            True,
+        ),
     ]
 
 
@@ -134,10 +160,16 @@ async def test_review_refusals_name_the_reason(fresh_client: httpx.AsyncClient) 
     [
         ({"content-type": "text/plain"}, 415, "Content-Type: application/json"),
         ({"content-type": "application/x-www-form-urlencoded"}, 415, "application/json"),
-        ({"content-type": "application/json", "origin": "https://evil.example"}, 403,
-         "Origin 'https://evil.example' is not this host 'core-api'"),
-        ({"content-type": "application/json", "sec-fetch-site": "cross-site"}, 403,
-         "Sec-Fetch-Site is 'cross-site'"),
+        (
+            {"content-type": "application/json", "origin": "https://evil.example"},
+            403,
+            "Origin 'https://evil.example' is not this host 'core-api'",
+        ),
+        (
+            {"content-type": "application/json", "sec-fetch-site": "cross-site"},
+            403,
+            "Sec-Fetch-Site is 'cross-site'",
+        ),
     ],
 )
 async def test_review_json_post_refuses_what_another_site_could_send(
@@ -214,13 +246,16 @@ async def test_review_rows_are_append_only_and_org_scoped(
         ):
             options = {} if role is None else {"options": f"-c role={role}"}
             with psycopg.connect(libpq(fresh_review_db), **options) as conn:  # type: ignore[arg-type]
-                conn.execute("SELECT set_config('auditevt.organization_id', %s, false)", (str(ORG),))
+                conn.execute(
+                    "SELECT set_config('auditevt.organization_id', %s, false)", (str(ORG),)
+                )
                 with pytest.raises(psycopg.errors.InsufficientPrivilege):
                     conn.execute(statement)
     # Inserting another organization's review, or one with no organization set, is refused.
     for organization in (str(OTHER_ORG), None):
-        with app_role(fresh_review_db, organization) as conn, pytest.raises(
-            psycopg.errors.InsufficientPrivilege
+        with (
+            app_role(fresh_review_db, organization) as conn,
+            pytest.raises(psycopg.errors.InsufficientPrivilege),
         ):
             conn.execute(
                 "INSERT INTO audit_review (organization_id, event_id, audit_id, reviewer_id, "
