@@ -153,10 +153,16 @@ class ReviewApp:
         return int(text)
 
     async def listing(
-        self, request: Request, admin: Admin, *, operation: str, unreviewed: bool = False
+        self,
+        request: Request,
+        admin: Admin,
+        *,
+        operation: str,
+        unreviewed: bool = False,
+        ignore: frozenset[str] = frozenset(),
     ) -> tuple[EventFilter, EventPage, dict[UUID, list[Review]]]:
         """Parse, audit, read: one page of the filtered listing (or of the queue)."""
-        event_filter = _filter(request)
+        event_filter = _filter(request, _PAGING | ignore)
         limit = self.limit(request)
         after = request.query_params.get("after") or None
         await self.audit(

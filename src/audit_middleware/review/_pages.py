@@ -183,7 +183,9 @@ class _Pages:
 
     async def _queue(self, request: Request) -> Response:
         admin = await self.app.admin(request)
-        _, page, _ = await self.app.listing(request, admin, operation="queue", unreviewed=True)
+        _, page, _ = await self.app.listing(
+            request, admin, operation="queue", unreviewed=True, ignore=frozenset({"reviewed"})
+        )
         root = request.scope.get("root_path", "")
         next_url = (
             None
