@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import json
 import os
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
 from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
@@ -44,6 +42,13 @@ from audit_middleware.review._csrf import CsrfTokens, cross_origin_reason
 from audit_middleware.review._export import csv_chunks, jsonl_chunks
 from audit_middleware.review._filter import EventFilter
 from audit_middleware.review._query import EventPage, EventQuery
+from audit_middleware.review._responses import (
+    Refused,
+    answer_json,
+    page_json,
+    record_json,
+    review_json,
+)
 from audit_middleware.review._reviews import Review, ReviewLog
 from audit_middleware.storage._reader import MAX_PAGE_SIZE, AuditReader, AuditRecord
 from audit_middleware.storage._store import AuditStore
@@ -56,15 +61,6 @@ DEFAULT_PAGE_SIZE = 50
 T = TypeVar("T")
 Resolver = Callable[[Request], T | Awaitable[T]]
 _PAGING = frozenset({"limit", "after"})
-
-
-class Refused(Exception):
-    """A request answered with ``status`` and ``message`` (400, 403, 404, 503)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 def _never(_request: Request) -> bool:
@@ -252,23 +248,23 @@ class ReviewApp:
     # --- JSON API -----------------------------------------------------------------------------
 
     async def api_list(self, request: Request) -> Response:
-        return await _json(request, self._api_list)
+        return await answer_json(request, self._api_list)
 
     async def _api_list(self, request: Request) -> Response:
         admin = await self.admin(request)
         _, page, reviews = await self.listing(request, admin, operation="list")
-        return _page_json(page, reviews)
+        return page_json(page, reviews)
 
     async def api_queue(self, request: Request) -> Response:
-        return await _json(request, self._api_queue)
+        return await answer_json(request, self._api_queue)
 
     async def _api_queue(self, request: Request) -> Response:
         admin = await self.admin(request)
         _, page, reviews = await self.listing(request, admin, operation="queue", unreviewed=True)
-        return _page_json(page, reviews)
+        return page_json(page, reviews)
 
     async def api_event(self, request: Request) -> Response:
-        return await _json(request, self._api_event)
+        return await answer_json(request, self._api_event)
 
     async def _api_event(self, request: Request) -> Response:
         admin = await self.admin(request)
@@ -276,7 +272,7 @@ class ReviewApp:
         return JSONResponse(record_json(found, reviews))
 
     async def api_review(self, request: Request) -> Response:
-        return await _json(request, self._api_review)
+        return await answer_json(request, self._api_review)
 
     async def _api_review(self, request: Request) -> Response:
         admin = await self.admin(request)
@@ -295,10 +291,10 @@ class ReviewApp:
         return JSONResponse(review_json(review), status_code=201)
 
     async def export_csv(self, request: Request) -> Response:
-        return await _json(request, self._export, "csv")
+        return await answer_json(request, self._export, "csv")
 
     async def export_jsonl(self, request: Request) -> Response:
-        return await _json(request, self._export, "jsonl")
+        return await answer_json(request, self._export, "jsonl")
 
     async def _export(self, request: Request, kind: str) -> Response:
         admin = await self.admin(request)
@@ -357,17 +353,6 @@ def create_review_app(
     )
 
 
-async def _json(
-    request: Request, handler: Callable[..., Awaitable[Response]], *args: Any
-) -> Response:
-    try:
-        return await handler(request, *args)
-    except Refused as exc:
-        return JSONResponse({"error": exc.message}, status_code=exc.status)
-    except AuditError:
-        return JSONResponse({"error": "the audit log is unavailable"}, status_code=503)
-
-
 def _filter(request: Request, ignore: frozenset[str] = _PAGING) -> EventFilter:
     try:
         return EventFilter.from_query(request.query_params, ignore=ignore)
@@ -388,34 +373,3 @@ def _event_id(text: str) -> UUID:
         return UUID(text)
     except ValueError:
         raise Refused(404, f"event_id={text!r} is not a UUID") from None
-
-
-def review_json(review: Review) -> dict[str, Any]:
-    """A review as JSON values."""
-    out = asdict(review)
-    out.update(
-        event_id=str(review.event_id),
-        decision=review.decision.value,
-        reviewed_at=review.reviewed_at.isoformat(),
-    )
-    return out
-
-
-def record_json(found: AuditRecord, reviews: list[Review]) -> dict[str, Any]:
-    """An event, its row id and insert time, and its reviews (oldest first), as JSON values."""
-    return {
-        "id": found.id,
-        "event_id": str(found.event_id),
-        "inserted_at": found.inserted_at.isoformat(),
-        "event": json.loads(found.event.to_json()),
-        "reviews": [review_json(review) for review in reviews],
-    }
-
-
-def _page_json(page: EventPage, reviews: dict[UUID, list[Review]]) -> Response:
-    return JSONResponse(
-        {
-            "items": [record_json(item, reviews.get(item.event_id, [])) for item in page.items],
-            "next_cursor": page.next_cursor,
-        }
-    )

@@ -58,7 +58,7 @@ def _pretty(value: Any) -> str:
 
 async def _form(request: Request) -> dict[str, str]:
     """The urlencoded form body (parsed here: python-multipart is not a dependency)."""
-    from audit_middleware.review._app import Refused
+    from audit_middleware.review._responses import Refused
 
     kind = request.headers.get("content-type", "").split(";")[0].strip()
     if kind != "application/x-www-form-urlencoded":
@@ -111,7 +111,7 @@ class _Pages:
     async def guarded(
         self, request: Request, name: str, build: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        from audit_middleware.review._app import Refused
+        from audit_middleware.review._responses import Refused
 
         try:
             return await build(request)
@@ -127,7 +127,7 @@ class _Pages:
         return await self.guarded(request, "events", self._events)
 
     async def _events(self, request: Request) -> Response:
-        from audit_middleware.review._app import Refused
+        from audit_middleware.review._responses import Refused
 
         admin = await self.app.admin(request)
         try:
@@ -224,7 +224,7 @@ class _Pages:
         return await self.guarded(request, "review", self._review)
 
     async def _review(self, request: Request) -> Response:
-        from audit_middleware.review._app import Refused
+        from audit_middleware.review._responses import Refused
 
         admin = await self.app.admin(request)
         reason = cross_origin_reason(request)
