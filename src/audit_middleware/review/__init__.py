@@ -8,6 +8,13 @@ review queue until a reviewer records a decision, kept append-only in ``audit_re
 Needs the ``middleware`` extra (Jinja2 renders the page). See ``docs/review.md``.
 """
 
+import importlib.util as _importlib_util
+
+if _importlib_util.find_spec("jinja2") is None:
+    raise ImportError(
+        "audit_middleware.review needs jinja2: pip install 'auditevt[middleware]'", name="jinja2"
+    )
+
 from audit_middleware.review._app import DEFAULT_PAGE_SIZE, ReviewApp, create_review_app
 from audit_middleware.review._audit import ACCESS_ENTITY, REVIEW_ENTITY, Admin
 from audit_middleware.review._csrf import CSRF_TOKEN_TTL
@@ -41,4 +48,4 @@ for _name in __all__:
     _value = globals()[_name]
     if isinstance(_value, type):
         _value.__module__ = __name__
-del _name, _value
+del _name, _value, _importlib_util

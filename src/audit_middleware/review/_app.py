@@ -23,7 +23,7 @@ import contextlib
 import inspect
 import os
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -37,6 +37,7 @@ from starlette.types import Receive, Scope, Send
 from audit_middleware._exceptions import AuditError
 from audit_middleware.request._client_ip import TrustedProxies
 from audit_middleware.request._context import record
+from audit_middleware.review import _pages
 from audit_middleware.review._audit import REVIEW_ENTITY, AccessAuditor, Admin
 from audit_middleware.review._csrf import CsrfTokens, cross_origin_reason
 from audit_middleware.review._export import csv_chunks, jsonl_chunks
@@ -109,8 +110,6 @@ class ReviewApp:
         self._organization = organization_resolver
         self._user = user_resolver
         self._reviewer = reviewer_resolver
-        from audit_middleware.review import _pages  # the templates need jinja2
-
         self._router = Starlette(
             routes=[
                 Route("/api/events", self.api_list, methods=["GET"]),
@@ -306,7 +305,7 @@ class ReviewApp:
         )
         records = self.events.stream(admin.organization_id, event_filter)
         chunks = csv_chunks(records) if kind == "csv" else jsonl_chunks(records)
-        stamp = datetime.now().strftime("%Y%m%dT%H%M%S")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         name = f"audit-org{admin.organization_id}-{stamp}.{kind}"
         media = "text/csv; charset=utf-8" if kind == "csv" else "application/x-ndjson"
         return StreamingResponse(

@@ -109,7 +109,7 @@ class _Pages:
         return response
 
     async def guarded(
-        self, request: Request, name: str, build: Callable[[Request], Awaitable[Response]]
+        self, request: Request, build: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         from audit_middleware.review._responses import Refused
 
@@ -124,7 +124,7 @@ class _Pages:
             return self.render(request, "error.html", 503, title="Unavailable", message=message)
 
     async def events(self, request: Request) -> Response:
-        return await self.guarded(request, "events", self._events)
+        return await self.guarded(request, self._events)
 
     async def _events(self, request: Request) -> Response:
         from audit_middleware.review._responses import Refused
@@ -179,7 +179,7 @@ class _Pages:
         )
 
     async def queue(self, request: Request) -> Response:
-        return await self.guarded(request, "queue", self._queue)
+        return await self.guarded(request, self._queue)
 
     async def _queue(self, request: Request) -> Response:
         admin = await self.app.admin(request)
@@ -204,7 +204,7 @@ class _Pages:
         )
 
     async def event(self, request: Request) -> Response:
-        return await self.guarded(request, "event", self._event)
+        return await self.guarded(request, self._event)
 
     async def _event(self, request: Request) -> Response:
         admin = await self.app.admin(request)
@@ -221,7 +221,7 @@ class _Pages:
         )
 
     async def review(self, request: Request) -> Response:
-        return await self.guarded(request, "review", self._review)
+        return await self.guarded(request, self._review)
 
     async def _review(self, request: Request) -> Response:
         from audit_middleware.review._responses import Refused
