@@ -51,7 +51,12 @@ from audit_middleware.review._responses import (
     review_json,
 )
 from audit_middleware.review._reviews import Review, ReviewLog
-from audit_middleware.storage._reader import MAX_PAGE_SIZE, AuditReader, AuditRecord
+from audit_middleware.storage._reader import (
+    MAX_PAGE_SIZE,
+    AuditReader,
+    AuditRecord,
+    UnreadableRecord,
+)
 from audit_middleware.storage._store import AuditStore
 
 __all__ = ["DEFAULT_PAGE_SIZE", "ReviewApp", "create_review_app"]
@@ -185,7 +190,9 @@ class ReviewApp:
         )
         return event_filter, page, reviews
 
-    async def one(self, request: Request, admin: Admin) -> tuple[AuditRecord, list[Review]]:
+    async def one(
+        self, request: Request, admin: Admin
+    ) -> tuple[AuditRecord | UnreadableRecord, list[Review]]:
         """Audit, then read one event and its reviews; ``Refused(404)`` when not there."""
         event_id = _event_id(request.path_params["event_id"])
         await self.audit(request, admin, {"operation": "view", "event_id": str(event_id)})

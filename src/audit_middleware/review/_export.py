@@ -4,7 +4,9 @@ Rows come from ``EventQuery.stream`` (keyset pages); each chunk is sent as soon 
 about 64 KiB, so the memory an export needs does not grow with its size.
 
 JSON Lines: one object a line, ``{"event_id": ..., "event": <the event JSON verbatim>}`` (the
-exact text Telemetry received, nanoseconds and offset intact). CSV: one header line, then one
+exact text Telemetry received, nanoseconds and offset intact); a row this version cannot read is
+``{"event_id": ..., "unreadable": {"error": ..., "event_json": ...}}``, and in the CSV its id
+with ``changes`` saying why. CSV: one header line, then one
 line per event; ``changes`` as compact JSON. A cell that a spreadsheet would read as a formula
 (starting with ``=``, ``+``, ``-``, ``@``, tab or carriage return) is prefixed with ``'``: the
 user agent and the path are whatever the client sent.
@@ -17,7 +19,7 @@ import io
 import json
 from collections.abc import AsyncIterator
 
-from audit_middleware.storage._reader import AuditRecord
+from audit_middleware.storage._reader import AuditRecord, UnreadableRecord
 
 __all__ = ["CSV_COLUMNS", "csv_chunks", "jsonl_chunks"]
 
@@ -51,8 +53,12 @@ def _cell(value: object) -> str:
     return "'" + text if text.startswith(_FORMULA_START) else text
 
 
-def csv_row(record: AuditRecord) -> list[str]:
+def csv_row(record: AuditRecord | UnreadableRecord) -> list[str]:
     """One event as CSV cells, in ``CSV_COLUMNS`` order."""
+    if isinstance(record, UnreadableRecord):
+        # Listed, not hidden: its id, and why it cannot be read where changes would be.
+        blank = [""] * (len(CSV_COLUMNS) - 2)
+        return [str(record.event_id), *blank, _cell(f"unreadable event: {record.error}")]
     event = record.event
     changes = (
         None
@@ -78,7 +84,9 @@ def csv_row(record: AuditRecord) -> list[str]:
     ]
 
 
-async def csv_chunks(records: AsyncIterator[AuditRecord]) -> AsyncIterator[bytes]:
+async def csv_chunks(
+    records: AsyncIterator[AuditRecord | UnreadableRecord],
+) -> AsyncIterator[bytes]:
     """The CSV export of ``records``, in chunks of about 64 KiB."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
@@ -92,12 +100,19 @@ async def csv_chunks(records: AsyncIterator[AuditRecord]) -> AsyncIterator[bytes
     yield buffer.getvalue().encode()
 
 
-async def jsonl_chunks(records: AsyncIterator[AuditRecord]) -> AsyncIterator[bytes]:
+async def jsonl_chunks(
+    records: AsyncIterator[AuditRecord | UnreadableRecord],
+) -> AsyncIterator[bytes]:
     """The JSON Lines export of ``records``, in chunks of about 64 KiB."""
     lines: list[str] = []
     size = 0
     async for record in records:
-        line = f'{{"event_id":"{record.event_id}","event":{record.event.to_json()}}}\n'
+        if isinstance(record, UnreadableRecord):
+            unreadable = {"error": record.error, "event_json": record.event_json}
+            line = json.dumps({"event_id": str(record.event_id), "unreadable": unreadable})
+            line += "\n"
+        else:
+            line = f'{{"event_id":"{record.event_id}","event":{record.event.to_json()}}}\n'
         lines.append(line)
         size += len(line)
         if size >= _CHUNK_BYTES:

@@ -23,16 +23,15 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-import pydantic
 import sqlalchemy.exc
 from sqlalchemy import BigInteger, ColumnElement, Select, exists, literal, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from audit_middleware._exceptions import ReaderError, map_database_error
 from audit_middleware.review._filter import EventFilter
-from audit_middleware.storage._reader import AuditRecord
+from audit_middleware.storage._reader import AuditRecord, UnreadableRecord
+from audit_middleware.storage._reader import _record as read_record
 from audit_middleware.storage._tables import AUDIT_LOG, AUDIT_REVIEW
-from auditevt import Event
 
 __all__ = ["REVIEWABLE_CONTEXTS", "EventPage", "EventQuery", "scoped"]
 
@@ -48,8 +47,9 @@ _EXPORT_PAGE = 1000
 class EventPage:
     """One page of a listing, newest first."""
 
-    items: list[AuditRecord]
-    """Up to ``limit`` records, newest ``timestamp`` first (then highest id)."""
+    items: list[AuditRecord | UnreadableRecord]
+    """Up to ``limit`` rows, newest ``timestamp`` first (then highest id); a row whose event
+    this version cannot read is an ``UnreadableRecord`` in its place, as in ``AuditReader``."""
     next_cursor: str | None
     """Pass as ``after`` for the next, older page; ``None`` on the last page."""
 
@@ -92,22 +92,24 @@ class EventQuery:
             conditions.append(self._after(after))
         query = self._select(organization_id, conditions).limit(limit + 1)
         rows = await self._rows(organization_id, query)
-        items = [_record(row) for row in rows[:limit]]
+        items = [read_record(row) for row in rows[:limit]]
         next_cursor = None
         if len(rows) > limit:
             last = rows[limit - 1]
             next_cursor = _encode_cursor(_utc(last.timestamp), last.id)
         return EventPage(items=items, next_cursor=next_cursor)
 
-    async def get(self, organization_id: int, event_id: UUID) -> AuditRecord | None:
+    async def get(
+        self, organization_id: int, event_id: UUID
+    ) -> AuditRecord | UnreadableRecord | None:
         """The organization's event with this ``event_id``, or ``None`` (also for another's)."""
         query = self._select(organization_id, [AUDIT_LOG.c.event_id == event_id])
         rows = await self._rows(organization_id, query)
-        return _record(rows[0]) if rows else None
+        return read_record(rows[0]) if rows else None
 
     async def stream(
         self, organization_id: int, event_filter: EventFilter, *, page_size: int = _EXPORT_PAGE
-    ) -> AsyncIterator[AuditRecord]:
+    ) -> AsyncIterator[AuditRecord | UnreadableRecord]:
         """Every matching event, newest first, fetched ``page_size`` rows per transaction."""
         base = event_filter.conditions(postgresql=self._postgresql)
         cursor: tuple[datetime, int] | None = None
@@ -118,7 +120,7 @@ class EventQuery:
             query = self._select(organization_id, conditions).limit(page_size)
             rows = await self._rows(organization_id, query)
             for row in rows:
-                yield _record(row)
+                yield read_record(row)
             if len(rows) < page_size:
                 return
             cursor = (_utc(rows[-1].timestamp), rows[-1].id)
@@ -182,15 +184,3 @@ def _decode_cursor(value: str) -> tuple[datetime, int]:
 
 def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _record(row: Any) -> AuditRecord:
-    try:
-        event = Event.model_validate_json(row.event_json)
-    except pydantic.ValidationError as exc:
-        raise ReaderError(
-            f"audit row id={row.id} event_id={row.event_id} holds unreadable event_json: {exc}"
-        ) from exc
-    return AuditRecord(
-        id=row.id, event_id=row.event_id, event=event, inserted_at=_utc(row.inserted_at)
-    )

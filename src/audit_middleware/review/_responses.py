@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 from audit_middleware._exceptions import AuditError
 from audit_middleware.review._query import EventPage
 from audit_middleware.review._reviews import Review
-from audit_middleware.storage._reader import AuditRecord
+from audit_middleware.storage._reader import AuditRecord, UnreadableRecord
 
 __all__ = ["Refused", "answer_json", "page_json", "record_json", "review_json"]
 
@@ -50,8 +50,19 @@ def review_json(review: Review) -> dict[str, Any]:
     return out
 
 
-def record_json(found: AuditRecord, reviews: list[Review]) -> dict[str, Any]:
-    """An event, its row id and insert time, and its reviews (oldest first), as JSON values."""
+def record_json(found: AuditRecord | UnreadableRecord, reviews: list[Review]) -> dict[str, Any]:
+    """An event, its row id and insert time, and its reviews (oldest first), as JSON values.
+
+    A row this version cannot read has ``unreadable`` (its stored text and why) for ``event``.
+    """
+    if isinstance(found, UnreadableRecord):
+        return {
+            "id": found.id,
+            "event_id": str(found.event_id),
+            "inserted_at": found.inserted_at.isoformat(),
+            "unreadable": {"error": found.error, "event_json": found.event_json},
+            "reviews": [review_json(review) for review in reviews],
+        }
     return {
         "id": found.id,
         "event_id": str(found.event_id),
