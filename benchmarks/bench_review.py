@@ -38,7 +38,9 @@ from starlette.routing import Mount
 from audit_middleware import AuditReader, AuditStore
 from audit_middleware.review import create_review_app
 
-url = sys.argv[1] + "?options=-crole%3Dauditevt_app"
+from audit_middleware import database_roles
+role = database_roles(sys.argv[1].rsplit("/", 1)[1]).app
+url = sys.argv[1] + "?options=-crole%3D" + role
 store = AuditStore.from_url(url)
 reader = AuditReader(store.engine)
 review = create_review_app(
@@ -128,8 +130,11 @@ def _export(base: str, params: dict[str, str]) -> tuple[int, int, float]:
     started = time.perf_counter()
     lines = size = 0
     with httpx.stream(
-        "GET", f"{base}/admin/audit/api/export.csv", params=params,
-        headers={"x-org": str(ORGANIZATION)}, timeout=httpx.Timeout(60.0, read=300.0),
+        "GET",
+        f"{base}/admin/audit/api/export.csv",
+        params=params,
+        headers={"x-org": str(ORGANIZATION)},
+        timeout=httpx.Timeout(60.0, read=300.0),
     ) as response:
         response.raise_for_status()
         for chunk in response.iter_bytes():
@@ -170,7 +175,7 @@ def export_rss(rows: int, *, quick: bool) -> dict[str, Any]:
             "rows_per_s": round(rows / seconds),
             "fill_s": round(filled, 1),
             "warmup_rows": warm_lines - 1,
-            "server": "uvicorn, own process, as auditevt_app under RLS",
+            "server": "uvicorn, own process, as the database's application role, under RLS",
         },
     }
 

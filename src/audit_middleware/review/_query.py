@@ -31,7 +31,7 @@ from audit_middleware._exceptions import ReaderError, map_database_error
 from audit_middleware.review._filter import EventFilter
 from audit_middleware.storage._reader import AuditRecord, UnreadableRecord
 from audit_middleware.storage._reader import _record as read_record
-from audit_middleware.storage._tables import AUDIT_LOG, AUDIT_REVIEW
+from audit_middleware.storage._tables import AUDIT_LOG, AUDIT_REVIEW, qualified
 
 __all__ = ["REVIEWABLE_CONTEXTS", "EventPage", "EventQuery", "scoped"]
 
@@ -69,10 +69,13 @@ class EventQuery:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._postgresql = engine.dialect.name == "postgresql"
+        # Read-only transactions; every table name schema-qualified, as the reader's.
         self._read_engine = (
-            engine.execution_options(isolation_level="READ COMMITTED", postgresql_readonly=True)
+            qualified(engine).execution_options(
+                isolation_level="READ COMMITTED", postgresql_readonly=True
+            )
             if self._postgresql
-            else engine
+            else qualified(engine)
         )
 
     async def page(

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from audit_middleware._exceptions import ReaderError, StoreError, map_database_error
 from audit_middleware.review._query import REVIEWABLE_CONTEXTS, scoped
-from audit_middleware.storage._tables import AUDIT_LOG, AUDIT_REVIEW
+from audit_middleware.storage._tables import AUDIT_LOG, AUDIT_REVIEW, qualified
 
 __all__ = ["MAX_NOTE_LENGTH", "Review", "ReviewDecision", "ReviewLog"]
 
@@ -62,7 +62,7 @@ class ReviewLog:
     """Records and reads reviews on ``engine`` (share ``AuditReader.engine``)."""
 
     def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+        self._engine = qualified(engine)  # every table name schema-qualified
 
     async def record(
         self,

@@ -19,7 +19,7 @@ from starlette.routing import Mount
 from audit_middleware import AuditReader, AuditStore, migrate_sync
 from audit_middleware.review import ReviewApp, create_review_app
 from auditevt import Action, ActionContext, Event, Timestamp
-from conftest import app_role, as_app_role, fresh_pg_database
+from conftest import as_app_role, fresh_pg_database
 
 ORG, OTHER_ORG = 7, 8
 PER_ORG = {ORG: 60, OTHER_ORG: 12}

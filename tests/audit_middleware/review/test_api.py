@@ -30,6 +30,7 @@ from review_support import (  # noqa: E402
 from audit_middleware import AuditStore  # noqa: E402
 from audit_middleware.review import CSV_COLUMNS, EventFilter, EventQuery  # noqa: E402
 from auditevt import ActionContext, Event  # noqa: E402
+from conftest import app_role  # noqa: E402
 
 pytest_plugins = ["review_support"]
 pytestmark = pytest.mark.anyio
@@ -110,13 +111,14 @@ async def test_api_each_admin_sees_only_their_organization(
 
 
 async def test_api_reads_as_a_role_held_by_rls(review_db: str) -> None:
-    # The app's engine acts as auditevt_app: with no organization set it sees no row at all.
+    # The app's engine acts as the database's application role: with no organization set
+    # it sees no row at all.
     harness = build(review_db)
     try:
         async with harness.reader.engine.connect() as conn:
             user = (await conn.exec_driver_sql("SELECT current_user")).scalar()
             rows = (await conn.exec_driver_sql("SELECT count(*) FROM audit_log")).scalar()
-        assert (user, rows) == ("auditevt_app", 0)
+        assert (user, rows) == (app_role(review_db), 0)
     finally:
         await harness.aclose()
 

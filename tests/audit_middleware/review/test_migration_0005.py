@@ -1,4 +1,4 @@
-"""Migration 0005 (audit_review) upgrades a populated database without touching a row."""
+"""Migration 0005 (audit_review) upgrades a populated database (at 0002) without touching a row."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from review_support import as_app_role, seed_event  # noqa: E402
 from audit_middleware import AuditStore, migrate_sync  # noqa: E402
 from audit_middleware.storage._migrate import _alembic_config, _engine  # noqa: E402
 from audit_middleware.storage._urls import sync_url  # noqa: E402
+from conftest import app_role  # noqa: E402
 
 
 def upgrade_to(url: str, revision: str) -> None:
@@ -40,7 +41,7 @@ def snapshot(conn: psycopg.Connection[object]) -> tuple[list[object], list[objec
 
 
 def test_migration_0005_on_a_populated_postgresql_database_keeps_every_row(pg_url: str) -> None:
-    upgrade_to(pg_url, "0001")
+    upgrade_to(pg_url, "0002")
     asyncio.run(populate(as_app_role(pg_url), 90))
     libpq = pg_url.replace("postgresql+psycopg://", "postgresql://", 1)
     with psycopg.connect(libpq) as conn:
@@ -57,7 +58,8 @@ def test_migration_0005_on_a_populated_postgresql_database_keeps_every_row(pg_ur
         assert forced == (True, True)
         grants = conn.execute(
             "SELECT privilege_type FROM information_schema.role_table_grants "
-            "WHERE table_name = 'audit_review' AND grantee = 'auditevt_app' ORDER BY 1"
+            "WHERE table_name = 'audit_review' AND grantee = %s ORDER BY 1",
+            (app_role(pg_url),),
         ).fetchall()
         assert grants == [("INSERT",), ("SELECT",)]
         version = conn.execute("SELECT version_num FROM auditevt_alembic_version").fetchall()
@@ -65,7 +67,7 @@ def test_migration_0005_on_a_populated_postgresql_database_keeps_every_row(pg_ur
 
 
 def test_migration_0005_on_a_populated_sqlite_database_keeps_every_row(sqlite_url: str) -> None:
-    upgrade_to(sqlite_url, "0001")
+    upgrade_to(sqlite_url, "0002")
     asyncio.run(populate(sqlite_url, 30))
     engine = _engine(sync_url(sqlite_url))
     try:

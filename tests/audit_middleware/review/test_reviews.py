@@ -25,6 +25,7 @@ from review_support import (  # noqa: E402
 
 from audit_middleware.review import ReviewDecision  # noqa: E402
 from auditevt import ActionContext  # noqa: E402
+from conftest import app_role  # noqa: E402
 
 pytest_plugins = ["review_support"]
 pytestmark = pytest.mark.anyio
@@ -220,8 +221,8 @@ async def test_review_form_needs_the_token_the_page_issued(fresh_client: httpx.A
 # --- the table itself -----------------------------------------------------------------------
 
 
-def app_role(url: str, organization: str | None) -> psycopg.Connection[Any]:
-    conn = psycopg.connect(libpq(url), options="-c role=auditevt_app")
+def app_connection(url: str, organization: str | None) -> psycopg.Connection[Any]:
+    conn = psycopg.connect(libpq(url), options=f"-c role={app_role(url)}")
     if organization is not None:
         conn.execute("SELECT set_config('auditevt.organization_id', %s, false)", (organization,))
     return conn
@@ -232,13 +233,13 @@ async def test_review_rows_are_append_only_and_org_scoped(
 ) -> None:
     target = await event_id_of(fresh_client, reviewable(ORG)[0])
     assert (await post_review(fresh_client, target, {"decision": "justified"})).status_code == 201
-    with app_role(fresh_review_db, str(ORG)) as conn:
+    with app_connection(fresh_review_db, str(ORG)) as conn:
         assert conn.execute("SELECT count(*) FROM audit_review").fetchone() == (1,)
     for organization in (None, "", str(OTHER_ORG)):
-        with app_role(fresh_review_db, organization) as conn:
+        with app_connection(fresh_review_db, organization) as conn:
             assert conn.execute("SELECT count(*) FROM audit_review").fetchone() == (0,)
     # No role may change or remove a review: not the app role, not the superuser.
-    for role in ("auditevt_app", None):
+    for role in (app_role(fresh_review_db), None):
         for statement in (
             "UPDATE audit_review SET decision = 'unjustified'",
             "DELETE FROM audit_review",
@@ -254,7 +255,7 @@ async def test_review_rows_are_append_only_and_org_scoped(
     # Inserting another organization's review, or one with no organization set, is refused.
     for organization in (str(OTHER_ORG), None):
         with (
-            app_role(fresh_review_db, organization) as conn,
+            app_connection(fresh_review_db, organization) as conn,
             pytest.raises(psycopg.errors.InsufficientPrivilege),
         ):
             conn.execute(

@@ -63,6 +63,7 @@ def _grants(app: str) -> list[str]:
         f"GRANT USAGE ON SEQUENCE {SCHEMA}.audit_review_id_seq TO {app}",
     ]
 
+
 _SQLITE_HARDENING = [
     """CREATE TRIGGER audit_review_append_only_update BEFORE UPDATE ON audit_review
        BEGIN SELECT RAISE(ABORT, 'audit_review is append-only: UPDATE refused'); END""",
@@ -86,10 +87,21 @@ def upgrade() -> None:
         sa.Column(
             "reviewed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
         ),
+        schema=SCHEMA if postgresql else None,
     )
-    op.create_index("ix_audit_review_org_event", "audit_review", ["organization_id", "event_id"])
-    dialect = op.get_bind().dialect.name
-    for statement in _POSTGRESQL_HARDENING if dialect == "postgresql" else _SQLITE_HARDENING:
+    op.create_index(
+        "ix_audit_review_org_event",
+        "audit_review",
+        ["organization_id", "event_id"],
+        schema=SCHEMA if postgresql else None,
+    )
+    if not postgresql:
+        for statement in _SQLITE_HARDENING:
+            op.execute(statement)
+        return
+    database = conn.exec_driver_sql("SELECT current_database()").scalar_one()
+    app = conn.dialect.identifier_preparer.quote(database_roles(database).app)
+    for statement in [*_POSTGRESQL_HARDENING, *_grants(app)]:
         op.execute(statement)
 
 
