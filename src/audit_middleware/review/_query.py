@@ -24,7 +24,7 @@ from typing import Any
 from uuid import UUID
 
 import sqlalchemy.exc
-from sqlalchemy import BigInteger, ColumnElement, Select, exists, literal, select, text, tuple_
+from sqlalchemy import ColumnElement, Select, exists, literal, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from audit_middleware._exceptions import ReaderError, map_database_error
@@ -39,7 +39,7 @@ REVIEWABLE_CONTEXTS = ("break_glass", "impersonation")
 """The action contexts whose events wait in the review queue."""
 
 SET_ORGANIZATION = text("SELECT set_config('auditevt.organization_id', :org, true)")
-_CURSOR_PREFIX = "r1"
+_CURSOR_PREFIX = "r2"
 _EXPORT_PAGE = 1000
 
 
@@ -48,7 +48,7 @@ class EventPage:
     """One page of a listing, newest first."""
 
     items: list[AuditRecord | UnreadableRecord]
-    """Up to ``limit`` rows, newest ``timestamp`` first (then highest id); a row whose event
+    """Up to ``limit`` rows, newest ``timestamp`` first (then highest event_id); a row whose event
     this version cannot read is an ``UnreadableRecord`` in its place, as in ``AuditReader``."""
     next_cursor: str | None
     """Pass as ``after`` for the next, older page; ``None`` on the last page."""
@@ -99,7 +99,7 @@ class EventQuery:
         next_cursor = None
         if len(rows) > limit:
             last = rows[limit - 1]
-            next_cursor = _encode_cursor(_utc(last.timestamp), last.id)
+            next_cursor = _encode_cursor(_utc(last.timestamp), last.event_id)
         return EventPage(items=items, next_cursor=next_cursor)
 
     async def get(
@@ -115,7 +115,7 @@ class EventQuery:
     ) -> AsyncIterator[AuditRecord | UnreadableRecord]:
         """Every matching event, newest first, fetched ``page_size`` rows per transaction."""
         base = event_filter.conditions(postgresql=self._postgresql)
-        cursor: tuple[datetime, int] | None = None
+        cursor: tuple[datetime, UUID] | None = None
         while True:
             conditions = list(base)
             if cursor is not None:
@@ -126,7 +126,7 @@ class EventQuery:
                 yield read_record(row)
             if len(rows) < page_size:
                 return
-            cursor = (_utc(rows[-1].timestamp), rows[-1].id)
+            cursor = (_utc(rows[-1].timestamp), rows[-1].event_id)
             del rows
 
     def _select(
@@ -136,17 +136,18 @@ class EventQuery:
         return (
             select(table.id, table.event_id, table.event_json, table.inserted_at, table.timestamp)
             .where(table.organization_id == organization_id, *conditions)
-            .order_by(table.timestamp.desc(), table.id.desc())
+            .order_by(table.timestamp.desc(), table.event_id.desc())
         )
 
     def _after(self, after: str) -> ColumnElement[bool]:
-        moment, row_id = _decode_cursor(after)
-        return self._before(moment, row_id)
+        moment, event_id = _decode_cursor(after)
+        return self._before(moment, event_id)
 
-    def _before(self, moment: datetime, row_id: int) -> ColumnElement[bool]:
+    def _before(self, moment: datetime, event_id: UUID) -> ColumnElement[bool]:
+        # (timestamp, event_id), what the index holds after 0002: no global row id involved.
         when = moment if self._postgresql else moment.astimezone(UTC)
-        return tuple_(AUDIT_LOG.c.timestamp, AUDIT_LOG.c.id) < tuple_(
-            literal(when, AUDIT_LOG.c.timestamp.type), literal(row_id, BigInteger())
+        return tuple_(AUDIT_LOG.c.timestamp, AUDIT_LOG.c.event_id) < tuple_(
+            literal(when, AUDIT_LOG.c.timestamp.type), literal(event_id, AUDIT_LOG.c.event_id.type)
         )
 
     async def _rows(self, organization_id: int, query: Select[Any]) -> list[Any]:
@@ -165,22 +166,22 @@ def _queue_conditions() -> list[ColumnElement[bool]]:
     return [AUDIT_LOG.c.action_context.in_(REVIEWABLE_CONTEXTS), ~reviewed]
 
 
-def _encode_cursor(moment: datetime, row_id: int) -> str:
+def _encode_cursor(moment: datetime, event_id: UUID) -> str:
     delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
     micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    raw = f"{_CURSOR_PREFIX}:{micros}:{row_id}".encode()
+    raw = f"{_CURSOR_PREFIX}:{micros}:{event_id.hex}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_cursor(value: str) -> tuple[datetime, int]:
+def _decode_cursor(value: str) -> tuple[datetime, UUID]:
     try:
         raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode("ascii")
-        prefix, micros, row_id = raw.split(":")
-        if prefix != _CURSOR_PREFIX or int(row_id) < 0:
+        prefix, micros, event_hex = raw.split(":")
+        if prefix != _CURSOR_PREFIX or len(event_hex) != 32:
             raise ValueError(prefix)
         seconds, micro = divmod(int(micros), 1_000_000)
         moment = datetime.fromtimestamp(seconds, UTC).replace(microsecond=micro)
-        return moment, int(row_id)
+        return moment, UUID(hex=event_hex)
     except (ValueError, UnicodeDecodeError, binascii.Error, OverflowError, OSError):
         raise ValueError(f"after={value!r} is not a cursor this app wrote") from None
 

@@ -75,3 +75,23 @@ async def test_review_app_on_sqlite(sqlite_url: str) -> None:
             assert foreign.status_code == 404
     finally:
         await harness.aclose()
+
+
+async def test_keyset_pages_break_timestamp_ties_by_event_id(store: AuditStore) -> None:
+    from audit_middleware import AuditReader
+    from audit_middleware.review import EventFilter, EventQuery
+
+    for n in range(7):  # the same microsecond for all seven
+        await store.write(seed_event(ORG, 0).model_copy(update={"entity_id": n}))
+    query = EventQuery(AuditReader(store.engine).engine)
+    seen: list[int] = []
+    after = None
+    for _ in range(10):
+        page = await query.page(ORG, EventFilter(), limit=2, after=after)
+        seen.extend(item.event.entity_id for item in page.items)  # type: ignore[union-attr]
+        if page.next_cursor is None:
+            break
+        after = page.next_cursor
+    assert sorted(seen) == list(range(7)) and len(seen) == 7
+    streamed = [r.event.entity_id async for r in query.stream(ORG, EventFilter(), page_size=3)]  # type: ignore[union-attr]
+    assert streamed == seen
