@@ -1,4 +1,4 @@
-"""Migration 0005 (audit_review) upgrades a populated database (at 0002) without touching a row."""
+"""Migration 0005 (audit_review) upgrades a populated database (at 0003) without touching a row."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def snapshot(conn: psycopg.Connection[object]) -> tuple[list[object], list[objec
 
 
 def test_migration_0005_on_a_populated_postgresql_database_keeps_every_row(pg_url: str) -> None:
-    upgrade_to(pg_url, "0002")
+    upgrade_to(pg_url, "0003")
     asyncio.run(populate(as_app_role(pg_url), 90))
     libpq = pg_url.replace("postgresql+psycopg://", "postgresql://", 1)
     with psycopg.connect(libpq) as conn:
@@ -67,7 +67,7 @@ def test_migration_0005_on_a_populated_postgresql_database_keeps_every_row(pg_ur
 
 
 def test_migration_0005_on_a_populated_sqlite_database_keeps_every_row(sqlite_url: str) -> None:
-    upgrade_to(sqlite_url, "0002")
+    upgrade_to(sqlite_url, "0003")
     asyncio.run(populate(sqlite_url, 30))
     engine = _engine(sync_url(sqlite_url))
     try:
