@@ -1,6 +1,6 @@
 """Run the benchmarks; print one JSON object a line: {"name", "value", "unit", "detail"}.
 
-    python benchmarks/run.py [--quick] [--only contract,middleware,relay,seal]
+    python benchmarks/run.py [--quick] [--only contract,middleware,relay,seal,review]
 
 ``--quick`` finishes within five minutes on a 2-core machine. Ratios are measured side by side
 in one run (the machine may be shared and noisy); absolute figures are in ``detail``.
@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-SUITES = ("contract", "middleware", "relay", "loop", "storage", "seal")
+SUITES = ("contract", "middleware", "relay", "loop", "storage", "seal", "review")
 
 
 def main(argv: list[str] | None = None) -> int:

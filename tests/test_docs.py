@@ -41,7 +41,14 @@ def test_docs_python_examples_run(
 
 
 @pytest.mark.parametrize(
-    "package", ["auditevt", "telemetry_client", "telemetry_client.testing", "audit_middleware"]
+    "package",
+    [
+        "auditevt",
+        "telemetry_client",
+        "telemetry_client.testing",
+        "audit_middleware",
+        "audit_middleware.review",
+    ],
 )
 def test_docs_api_reference_lists_every_public_name(package: str) -> None:
     import importlib

@@ -14,6 +14,7 @@ PACKAGES = [
     "audit_middleware",
     "audit_middleware.delivery",
     "audit_middleware.request",
+    "audit_middleware.review",
     "audit_middleware.storage",
 ]
 # Names public although they start with an underscore.

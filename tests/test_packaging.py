@@ -34,6 +34,7 @@ def test_packaging_importing_auditevt_loads_no_web_or_db_stack() -> None:
         ("audit_middleware", "sqlalchemy", "auditevt[middleware]"),
         ("audit_middleware", "starlette", "auditevt[middleware]"),
         ("audit_middleware", "psycopg", "auditevt[middleware]"),
+        ("audit_middleware.review", "jinja2", "auditevt[middleware]"),
     ],
 )
 def test_packaging_missing_extra_names_the_extra(package: str, missing: str, extra: str) -> None:

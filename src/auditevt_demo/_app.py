@@ -6,9 +6,10 @@ bearer token ``demo:<user_id>:<organization_id>`` puts the actor and the tenant 
 ``X-Impersonation: <session id>`` add those contexts. Every mutating route is audited by
 ``AuditMiddleware``; the in-app ``OutboxRelay`` (ASGI lifespan) forwards the events to
 Telemetry; ``GET /admin/audit-log`` lists the caller's organization's audit log through
-``AuditReader``, never another's. The load balancer in front (the demo's load generator, on
-loopback) is the one trusted proxy, so the client IP is the rightmost X-Forwarded-For hop it
-did not add itself.
+``AuditReader``, never another's; the audit review app is mounted at ``/admin/review``
+(``GET /demo/sign-in?organization=N`` signs a browser in as that organization's admin). The
+load balancer in front (the demo's load generator, on loopback) is the one trusted proxy, so
+the client IP is the rightmost X-Forwarded-For hop it did not add itself.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from uuid import UUID
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
 
 from audit_middleware.delivery._command import RELAY_RETRY
 from audit_middleware.delivery._relay import OutboxRelay, RelayConfig, RelayStats
@@ -33,12 +34,23 @@ from audit_middleware.request._client_ip import TrustedProxies
 from audit_middleware.request._context import record
 from audit_middleware.request._metrics import AuditStats
 from audit_middleware.request._middleware import AuditConfig, AuditMiddleware, AuditSink
+from audit_middleware.review import create_review_app
 from audit_middleware.storage._reader import AuditReader, AuditRecord, UnreadableRecord
 from audit_middleware.storage._store import AuditStore
 from auditevt import Event, SigningKey
 from telemetry_client import AsyncTelemetryClient
 
-__all__ = ["DEMO_PATIENT_STATUSES", "DemoCoreApi", "SimulatedFailure", "demo_token"]
+__all__ = [
+    "DEMO_PATIENT_STATUSES",
+    "REVIEW_PATH",
+    "DemoCoreApi",
+    "SimulatedFailure",
+    "demo_token",
+    "review_sign_in_url",
+]
+
+#: Where the audit review app is mounted.
+REVIEW_PATH = "/admin/review"
 
 #: What a patient's ``status`` may be set to; anything else is answered 422.
 DEMO_PATIENT_STATUSES = frozenset({"active", "discharged", "on_hold"})
@@ -75,6 +87,31 @@ def _authenticate(request: Request) -> tuple[int, int] | None:
     if (session := request.headers.get("x-impersonation", "")).isdigit():
         request.state.audit_impersonation_id = int(session)
     return user_id, organization_id
+
+
+#: The cookie ``GET /demo/sign-in`` sets: the browser's stand-in for a signed-in admin session.
+SESSION_COOKIE = "auditevt_demo_admin"
+
+
+def _admin_session(request: Request) -> tuple[int, int] | None:
+    """The admin's (user_id, organization_id): the bearer token or the demo sign-in cookie."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        token = request.cookies.get(SESSION_COOKIE, "")
+    parts = token.split(":")
+    if len(parts) != 3 or parts[0] != "demo" or not (parts[1] + parts[2]).isdigit():
+        return None
+    return int(parts[1]), int(parts[2])
+
+
+def _admin_organization(request: Request) -> int | None:
+    session = _admin_session(request)
+    return None if session is None else session[1]
+
+
+def _admin_user(request: Request) -> int | None:
+    session = _admin_session(request)
+    return None if session is None else session[0]
 
 
 def _unauthorized() -> Response:
@@ -186,6 +223,20 @@ class DemoCoreApi:
             Route("/appointments", self._create_appointment, methods=["POST"]),
             Route("/reports/export", self._export, methods=["POST"]),
             Route("/admin/audit-log", self._audit_log, methods=["GET"]),
+            # The audit review app, mounted as a Core API mounts it; the organization comes
+            # from the admin's session, and every demo admin may review.
+            Mount(
+                REVIEW_PATH,
+                app=create_review_app(
+                    store=self._store,
+                    reader=self._reader,
+                    organization_resolver=_admin_organization,
+                    user_resolver=_admin_user,
+                    reviewer_resolver=lambda r: _admin_session(r) is not None,
+                    trusted_proxies=config.trusted_proxies,
+                ),
+            ),
+            Route("/demo/sign-in", _sign_in, methods=["GET"]),
         ]
         starlette = Starlette(
             routes=routes,
@@ -301,6 +352,22 @@ def _listed(item: AuditRecord | UnreadableRecord) -> str:
         unreadable = {"id": item.id, "error": item.error, "event_json": item.event_json}
         return json.dumps({"event_id": str(item.event_id), "unreadable": unreadable})
     return f'{{"event_id":"{item.event_id}","event":{item.event.to_json()}}}'
+
+
+def review_sign_in_url(base_url: str, organization_id: int) -> str:
+    """Where a browser signs in as ``organization_id``'s admin and lands on the review page."""
+    return f"{base_url}/demo/sign-in?organization={organization_id}"
+
+
+async def _sign_in(request: Request) -> Response:
+    """``GET /demo/sign-in?organization=N``: the demo's stand-in for a login page."""
+    organization = request.query_params.get("organization", "")
+    if not organization.isdigit():
+        return JSONResponse({"error": f"organization={organization!r} is not a number"}, 400)
+    response = RedirectResponse(f"{REVIEW_PATH}/", status_code=303)
+    token = demo_token(int(organization) * 100 + 1, int(organization))
+    response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict")
+    return response
 
 
 async def _json_object(request: Request) -> dict[str, Any] | None:

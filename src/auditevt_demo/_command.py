@@ -31,6 +31,11 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
         parser, "sign every request to Telemetry (the demo's own stand-in requires it, and "
         "makes a key up when none is given)"
     )
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="after the report, keep serving the Core API and its audit review page (Ctrl-C)",
+    )
 
 
 def _demo_run(args: argparse.Namespace) -> int:
@@ -40,6 +45,7 @@ def _demo_run(args: argparse.Namespace) -> int:
         telemetry_url=args.telemetry_url,
         forward=not args.no_forward,
         signing_key=signing_keys_argument(args, "demo"),
+        serve=args.serve,
     )
 
 

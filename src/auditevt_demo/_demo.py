@@ -6,7 +6,9 @@ relay, an admin endpoint on ``AuditReader``), starts a Telemetry stand-in on loo
 ``telemetry_url`` names one (that stand-in requires every request signed, with ``signing_key`` or
 a key made up for the run), sends N mutating requests across four organizations, waits until
 every event of the run has left the outbox, reads the audit log back, and prints a summary. The
-last line is always ``audited=N forwarded=N pending=N``:
+audit review app is mounted at ``/admin/review`` and its URL printed; ``--serve`` keeps serving
+it after the report until Ctrl-C. The last line of the report is always
+``audited=N forwarded=N pending=N``:
 
 - ``audited``: rows of this run in ``audit_log`` (read back through ``AuditReader``; a run is
   told apart by its User-Agent, so an existing database may hold other rows);
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import sys
 import time
 import uuid
@@ -37,7 +40,7 @@ from audit_middleware.storage._reader import AuditReader, AuditRecord
 from audit_middleware.storage._store import AuditStore
 from audit_middleware.storage._tables import AUDIT_OUTBOX, qualified
 from auditevt import SigningKey, __version__, signing_keys
-from auditevt_demo._app import DemoCoreApi, demo_token
+from auditevt_demo._app import DemoCoreApi, demo_token, review_sign_in_url
 from auditevt_demo._load import ORGANIZATIONS, send_requests
 from auditevt_demo._report import DemoReport
 from telemetry_client import AsyncTelemetryClient, ConfigurationError, RetryPolicy, TelemetryError
@@ -67,13 +70,16 @@ def demo_command(
     seed: int | None = None,
     delivery_timeout: float = 300.0,
     signing_key: SigningKey | str | Sequence[SigningKey | str] | None = None,
+    serve: bool = False,
 ) -> int:
     """Run ``auditevt demo``; returns the exit status (0 when everything was delivered).
 
     1: a service or database problem, or events not delivered within ``delivery_timeout``
     seconds; 2: bad arguments. Errors are one line on ``err``. ``signing_key`` signs every
     request to Telemetry (default ``TELEMETRY_SIGNING_KEY``; the demo's own stand-in requires
-    it, and makes one up when there is none).
+    it, and makes one up when there is none). With ``serve`` the Core API
+    (and its audit review page) is served again after the report, on the same port when it is
+    free, until Ctrl-C; the status is then the report's.
     """
     stdout = sys.stdout if out is None else out
     stderr = sys.stderr if err is None else err
@@ -94,6 +100,7 @@ def demo_command(
     demo = _Demo(
         requests, database_url, telemetry_url, forward, stdout, seed, delivery_timeout, keys
     )
+    demo.serve = serve
     try:
         return asyncio.run(demo.run())
     except DemoError as exc:
@@ -102,6 +109,21 @@ def demo_command(
     except KeyboardInterrupt:
         print("auditevt demo: interrupted", file=stderr)
         return 130
+
+
+async def _until_interrupted() -> None:
+    """Wait for Ctrl-C (SIGINT) or SIGTERM; either ends ``--serve`` normally."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for number in signals:
+        # Also where SIGINT is ignored (a background job of a non-interactive shell).
+        loop.add_signal_handler(number, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for number in signals:
+            loop.remove_signal_handler(number)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -132,6 +154,9 @@ class _Demo:
         self.user_agent = f"auditevt-demo/{__version__} (run {self.run_id})"
         self.drained_after = 0.0
         self.signing_keys = signing_keys
+        self.serve = False
+        #: The report's exit status, once it is printed.
+        self.status: int | None = None
 
     def say(self, line: str = "") -> None:
         print(line, file=self.out, flush=True)
@@ -210,6 +235,11 @@ class _Demo:
             self.say(f"  database:  {described}")
             self.say(f"  Telemetry: {telemetry_text}")
             self.say(f"  Core API:  {base_url} (Starlette + AuditMiddleware + in-app relay)")
+            until = "until Ctrl-C" if self.serve else "while the demo runs; --serve keeps it"
+            self.say(
+                f"  review:    {review_sign_in_url(base_url, min(ORGANIZATIONS))} (the audit "
+                f"review page as org {min(ORGANIZATIONS)}'s admin, {until})"
+            )
             started = datetime.now(UTC) - timedelta(seconds=1)
             try:
                 outcomes = await send_requests(
@@ -233,7 +263,34 @@ class _Demo:
             # Stop the app (and its relay) before reading what the stand-in received.
             stack.close()
             report = DemoReport(self.say, forward=self.forward, drained_after=self.drained_after)
-            return report.summarise(outcomes, event_ids, records, pending, isolation, standin, api)
+            self.status = report.summarise(
+                outcomes, event_ids, records, pending, isolation, standin, api
+            )
+        if self.serve:
+            await self._serve(url, int(base_url.rsplit(":", 1)[1]))
+        return self.status
+
+    async def _serve(self, url: str, port: int) -> None:
+        """``--serve``: the Core API again, with its review page, until Ctrl-C."""
+        with contextlib.ExitStack() as stack:
+            telemetry_url = self.telemetry_url
+            keys = self.signing_keys
+            if self.forward and telemetry_url is None:
+                keys = keys or (SigningKey.generate(),)
+                telemetry_url = stack.enter_context(TelemetryStandIn(signing_key=keys).serve())
+            # The review page's own reads are audited and forwarded like every other event.
+            api = DemoCoreApi(
+                url, telemetry_url=telemetry_url if self.forward else None, signing_key=keys
+            )
+            try:
+                base_url = stack.enter_context(serve_asgi(api.app, lifespan="on", port=port))
+            except OSError:  # the port was taken meanwhile: any free one
+                base_url = stack.enter_context(serve_asgi(api.app, lifespan="on"))
+            for org in sorted(ORGANIZATIONS):
+                self.say(f"  review as org {org}'s admin: {review_sign_in_url(base_url, org)}")
+            self.say(f"serving {base_url} until Ctrl-C")
+            await _until_interrupted()
+        self.say("auditevt demo: stopped serving")
 
     def _progress(self, done: int, total: int) -> None:
         step = max(1, total // 4)

@@ -128,3 +128,62 @@ def test_demo_refuses_a_bad_request_count() -> None:
 
     assert (status, lines) == (2, [])
     assert err == "auditevt demo: error: requests=0 must be from 1 to 100000\n"
+
+
+def test_demo_serve_keeps_the_review_page_up_until_ctrl_c(tmp_path: Path) -> None:
+    import os
+    import queue
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    import httpx
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "auditevt", "demo", "--requests", "24", "--serve"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stdout is not None and process.stderr is not None
+    received: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [received.put(line) for line in process.stdout])
+    reader.start()
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 240
+        while not (lines and lines[-1].startswith("serving ")):
+            remaining = deadline - time.monotonic()
+            assert remaining > 0 and process.poll() is None, lines
+            try:
+                lines.append(received.get(timeout=min(remaining, 5)).rstrip("\n"))
+            except queue.Empty:
+                continue
+        # The mounted review app's URL, printed during the run and while serving.
+        assert any(line.startswith("  review:    http://127.0.0.1:") for line in lines)
+        assert "audited=24 forwarded=24 pending=0" in lines
+        sign_in = next(line for line in lines if "review as org 1's admin" in line).split()[-1]
+        with httpx.Client(follow_redirects=True, timeout=30) as http:
+            page = http.get(sign_in)
+            assert page.status_code == 200
+            assert "organization 1 · admin 101" in page.text
+            other = http.get(sign_in.replace("organization=1", "organization=2"))
+            assert "organization 2 · admin 201" in other.text
+            assert '<td class="path">/' in other.text  # the demo's rows are in the table
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        reader.join(timeout=30)
+    err = process.stderr.read()
+    while not received.empty():
+        lines.append(received.get().rstrip("\n"))
+    assert process.returncode == 0, err
+    assert lines[-1] == "auditevt demo: stopped serving"
+    assert "Traceback" not in err

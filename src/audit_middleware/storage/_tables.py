@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 __all__ = [
     "AUDIT_LOG",
     "AUDIT_OUTBOX",
+    "AUDIT_REVIEW",
     "AUDIT_SEALS",
     "POSTGRESQL_SCHEMA",
     "SQLITE_SCHEMA",
@@ -127,6 +128,23 @@ AUDIT_SEALS = Table(
     Column("ids", LargeBinary, nullable=False),
     Column("row_hashes", LargeBinary, nullable=False),
     Index("ix_audit_seals_last_id", "last_id", unique=True),
+)
+
+# The review trail of break-glass and impersonation events (audit_middleware.review):
+# append-only and org-scoped under forced row-level security, like audit_log.
+AUDIT_REVIEW = Table(
+    "audit_review",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("organization_id", BigInteger, nullable=False),
+    # The reviewed audit_log row, by its event_id (and its id, for joins).
+    Column("event_id", Uuid(as_uuid=True), nullable=False),
+    Column("audit_id", BigInteger, nullable=False),
+    Column("reviewer_id", BigInteger, nullable=False),
+    Column("decision", String(32), nullable=False),
+    Column("note", Text, nullable=False),
+    Column("reviewed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_audit_review_org_event", "organization_id", "event_id"),
 )
 
 
