@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -187,3 +190,22 @@ def gocheck(tmp_path_factory: pytest.TempPathFactory) -> GoCheck:
         timeout=300,
     )
     return GoCheck(work / "gocheck")
+
+
+async def eventually(
+    condition: Callable[[], bool | Awaitable[bool]], within: float = 10.0, interval: float = 0.01
+) -> None:
+    """Wait until ``condition()`` (sync or async) is true; fail after ``within`` seconds.
+
+    For something that must happen; never to prove that something did not.
+    """
+    deadline = time.monotonic() + within
+    while True:
+        outcome = condition()
+        if inspect.isawaitable(outcome):
+            outcome = await outcome
+        if outcome:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within} s")
+        await asyncio.sleep(interval)

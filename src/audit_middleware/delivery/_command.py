@@ -30,6 +30,7 @@ from typing import TextIO
 
 from audit_middleware._exceptions import AuditError
 from audit_middleware.delivery._relay import OutboxRelay, RelayConfig
+from audit_middleware.storage._partitions import maintain_partitions
 from audit_middleware.storage._store import AuditStore
 from audit_middleware.storage._urls import async_url
 from auditevt import SigningKey, signing_keys
@@ -144,6 +145,12 @@ async def _run(
             f"signed with key(s) {', '.join(fingerprints)}" if fingerprints else "unsigned",
         )
         main = asyncio.current_task()
+        # The relay process keeps audit_log's monthly partitions ahead (PostgreSQL, 0004+).
+        maintenance = (
+            asyncio.create_task(maintain_partitions(store.engine))
+            if store.dialect_name == "postgresql" and not until_empty
+            else None
+        )
         with _signals(relay, main, enabled=handle_signals):
             try:
                 if until_empty:
@@ -152,6 +159,11 @@ async def _run(
                     await relay.run_forever()
             except asyncio.CancelledError:
                 pass  # a second signal: the batch in flight was given back
+            finally:
+                if maintenance is not None:
+                    maintenance.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await maintenance
         try:
             stats = await relay.stats()
         except AuditError as exc:

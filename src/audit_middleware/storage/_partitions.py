@@ -14,6 +14,7 @@ append audit rows (the app, the relay) can keep partitions ahead without owning 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import re
@@ -33,9 +34,11 @@ from audit_middleware._exceptions import (
 __all__ = [
     "DEFAULT_MONTHS_AHEAD",
     "DEFAULT_PARTITION",
+    "MAINTENANCE_INTERVAL",
     "Partition",
     "PartitionStats",
     "Partitions",
+    "maintain_partitions",
     "month_bounds",
     "month_of_event_id",
     "next_month",
@@ -200,3 +203,26 @@ class Partitions:
             )
         partitions = (*monthly, *(() if default is None else (default,)))
         return PartitionStats(partitions, ahead, default_rows)
+
+
+#: Seconds between two maintenance passes of :func:`maintain_partitions` (six hours).
+MAINTENANCE_INTERVAL = 6 * 3600.0
+
+
+async def maintain_partitions(
+    engine: AsyncEngine,
+    *,
+    months_ahead: int = DEFAULT_MONTHS_AHEAD,
+    interval: float = MAINTENANCE_INTERVAL,
+) -> None:
+    """Keep partitions ``months_ahead`` months ahead and report the default partition, every
+    ``interval`` seconds until cancelled (the relay process runs it). A failed pass is logged,
+    never raised: the next pass tries again, and writes never wait for a partition."""
+    partitions = Partitions(engine)
+    while True:
+        try:
+            await partitions.ensure(months_ahead)
+            await partitions.stats()  # logs when rows landed in the default partition
+        except StoreError as exc:
+            logger.error("audit_log partition maintenance failed (will retry): %s", exc)
+        await asyncio.sleep(interval)

@@ -13,7 +13,7 @@ import statistics
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
@@ -33,6 +33,7 @@ from audit_middleware.delivery._relay import OutboxRelay, RelayConfig, RelayStat
 from audit_middleware.storage._outbox import OutboxBackoff
 from audit_middleware.storage._tables import AUDIT_OUTBOX
 from auditevt import Action, Event, Timestamp
+from conftest import eventually
 from telemetry_client import AsyncTelemetryClient, RetryPolicy
 from telemetry_client.testing import Fault, FaultInjection, TelemetryStandIn
 
@@ -93,14 +94,6 @@ async def write_events(store: AuditStore, count: int, **kwargs: int) -> list[uui
 async def outbox_rows(store: AuditStore) -> list[sa.Row[tuple[object, ...]]]:
     async with store.engine.connect() as conn:
         return list((await conn.execute(sa.select(AUDIT_OUTBOX).order_by(AUDIT_OUTBOX.c.id))).all())
-
-
-async def eventually(condition: Callable[[], bool], within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.005)
 
 
 async def test_relay_delivers_every_event_and_empties_the_outbox(store: AuditStore) -> None:

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import anyio.to_thread
@@ -31,6 +31,7 @@ from audit_middleware import (
 )
 from audit_middleware.storage._tables import AUDIT_OUTBOX
 from auditevt import Action, Event, Timestamp
+from conftest import eventually
 from telemetry_client import AsyncTelemetryClient, RetryPolicy
 from telemetry_client.testing import Fault, FaultInjection, TelemetryStandIn
 
@@ -107,14 +108,6 @@ def start_relay(
     )
 
 
-async def eventually(condition: Callable[[], bool], within: float = 30.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
-
-
 async def test_relay_delivers_exactly_n_events_through_a_receiver_failing_30_percent(
     store: AuditStore,
 ) -> None:
@@ -169,7 +162,7 @@ async def test_relay_killed_mid_batch_loses_nothing(store: AuditStore, pg_url: s
     with standin.serve() as url:
         relay = start_relay(pg_url, url, "forever", batch_size=20, lease=2.0)
         try:
-            await eventually(lambda: standin.request_counts().get(INGEST, 0) >= 1)
+            await eventually(lambda: standin.request_counts().get(INGEST, 0) >= 1, within=30.0)
             await asyncio.sleep(0.2)
         finally:
             relay.send_signal(signal.SIGKILL)
@@ -197,7 +190,7 @@ async def test_relay_sigterm_stops_after_the_batch_in_flight(
     with standin.serve() as url:
         relay = start_relay(pg_url, url, "forever", batch_size=10, lease=60.0)
         try:
-            await eventually(lambda: standin.request_counts().get(INGEST, 0) >= 1)
+            await eventually(lambda: standin.request_counts().get(INGEST, 0) >= 1, within=30.0)
             relay.send_signal(signal.SIGTERM)
             _, err = relay.communicate(timeout=30)
         finally:

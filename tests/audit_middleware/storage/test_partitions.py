@@ -19,6 +19,7 @@ from audit_middleware.storage._migrate import _alembic_config
 from audit_middleware.storage._partitions import Partitions, month_of_event_id
 from audit_middleware.storage._store import create_engine
 from auditevt import Action, Event, Timestamp
+from conftest import eventually
 
 
 def libpq(url: str) -> str:
@@ -244,3 +245,26 @@ async def test_partitions_month_bounds_agree_with_the_database(pg_url: str) -> N
             assert database == month_bounds(month)
     assert partition_month("audit_log_2026_02") == datetime(2026, 2, 1, tzinfo=UTC)
     assert partition_month("audit_log_default") is None
+
+
+@pytest.mark.anyio
+async def test_partitions_maintenance_keeps_them_ahead_until_cancelled(pg_url: str) -> None:
+    import asyncio
+
+    from audit_middleware.storage._partitions import maintain_partitions
+
+    await migrate(pg_url)
+    engine = create_engine(pg_url)
+    try:
+        task = asyncio.create_task(maintain_partitions(engine, months_ahead=7, interval=3600))
+        partitions = Partitions(engine)
+
+        async def seven_ahead() -> bool:
+            return (await partitions.stats()).months_ahead == 7
+
+        await eventually(seven_ahead, within=30)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        await engine.dispose()
