@@ -132,17 +132,13 @@ class RedactionPolicy:
         replacement: Any = "[REDACTED]",
     ) -> None:
         if replacement is not None and not isinstance(replacement, str | int | float | bool):
-            raise TypeError(
-                f"replacement={replacement!r} must be a string, number, bool or None"
-            )
+            raise TypeError(f"replacement={replacement!r} must be a string, number, bool or None")
         object.__setattr__(self, "keys", _normalised_set(keys, "keys"))
         object.__setattr__(self, "fragments", _normalised_set(fragments, "fragments"))
         object.__setattr__(self, "replacement", replacement)
         object.__setattr__(self, "_cache", {})
 
-    def extend(
-        self, keys: Iterable[str] = (), *, fragments: Iterable[str] = ()
-    ) -> RedactionPolicy:
+    def extend(self, keys: Iterable[str] = (), *, fragments: Iterable[str] = ()) -> RedactionPolicy:
         """A copy of this policy that also treats ``keys`` and ``fragments`` as sensitive."""
         return RedactionPolicy(
             self.keys | _normalised_set(keys, "keys"),

@@ -1,4 +1,7 @@
-"""middleware.overhead_ratio: requests/s with ``AuditMiddleware`` over requests/s of a bare INSERT.
+"""middleware.overhead_ratio: the separate-store mode's requests/s over those of a bare INSERT.
+
+(``middleware.txn_overhead_ratio``, the transactional mode, is measured by
+``bench_middleware_txn.py`` and reported with these.)
 
 Two Starlette apps with the same route, the same request body and the same engine settings, on
 one PostgreSQL database this benchmark creates and drops:
@@ -72,7 +75,7 @@ def audited_app(store: AuditStore) -> Starlette:
 
     return Starlette(
         routes=[Route("/appointments/{item_id:int}", update, methods=["PUT"])],
-        middleware=[Middleware(AuditMiddleware, sink=store)],
+        middleware=[Middleware(AuditMiddleware, sink=store)],  # the separate-store mode
     )
 
 
@@ -220,7 +223,10 @@ def run(quick: bool) -> list[dict[str, Any]]:
         "median_round_ratio": round(statistics.median(result["round_ratios"]), 3),
         "goal": ">= 0.85",
     }
+    from bench_middleware_txn import run as run_txn  # the transactional mode, cross-process
+
     return [
+        *run_txn(quick),
         {"name": "middleware.overhead_ratio", "value": round(ratio, 3), "unit": "ratio",
          "detail": detail},
         {"name": "middleware.audited_rps", "value": round(result["audited_rps"], 1),

@@ -35,6 +35,7 @@ if _missing:
 
 from audit_middleware._exceptions import (  # noqa: E402
     AuditError,
+    CommitOutcomeUnknown,
     ConfigurationError,
     DatabaseUnavailable,
     IntegrityError,
@@ -96,6 +97,8 @@ from audit_middleware.request import (  # noqa: E402
     RedactionPolicy,
     Redactor,
     TrustedProxies,
+    audit_connection,
+    audit_session,
     record,
     resolve_client_ip,
     route_entity,
@@ -133,6 +136,7 @@ __all__ = [
     "AuditStats",
     "AuditStore",
     "ChangesLimits",
+    "CommitOutcomeUnknown",
     "ConfigurationError",
     "Cursor",
     "DatabaseRoles",
@@ -180,6 +184,8 @@ __all__ = [
     "TrustedProxies",
     "UnreadableRecord",
     "VerifyReport",
+    "audit_connection",
+    "audit_session",
     "build_export",
     "database_roles",
     "generate_key_files",

@@ -8,6 +8,7 @@ Our exception tree::
     ├── SchemaMissing               the audit tables are not there: run `auditevt migrate`
     ├── StoreError                  an audit row could not be written (bad value, constraint, ...)
     │   ├── StoreUnavailable        ... because the database is unavailable (a DatabaseUnavailable)
+    │   │   └── CommitOutcomeUnknown  ... with the COMMIT in flight: all of it or none of it
     │   └── StoreSchemaMissing      ... because the tables are missing (a SchemaMissing)
     ├── ReaderError                 an audit query failed
     │   ├── ReaderUnavailable       (a DatabaseUnavailable)
@@ -38,6 +39,7 @@ import sqlalchemy.exc
 
 __all__ = [
     "AuditError",
+    "CommitOutcomeUnknown",
     "ConfigurationError",
     "DatabaseUnavailable",
     "IntegrityError",
@@ -80,6 +82,14 @@ class StoreError(AuditError):
 
 class StoreUnavailable(StoreError, DatabaseUnavailable):
     """The database could not be reached, or the connection broke during the write."""
+
+
+class CommitOutcomeUnknown(StoreUnavailable):
+    """The connection broke while the request's transaction was committing.
+
+    Its changes and its audit row were committed together or not at all; which one, only the
+    database knows.
+    """
 
 
 class StoreSchemaMissing(StoreError, SchemaMissing):

@@ -66,7 +66,7 @@ def test_exceptions_every_exported_exception_descends_from_audit_error() -> None
         for member in vars(audit_middleware).values()
         if inspect.isclass(member) and issubclass(member, BaseException)
     ]
-    assert len(exceptions) == 17
+    assert len(exceptions) == 18
     assert all(issubclass(cls, AuditError) for cls in exceptions)
 
 

@@ -75,8 +75,8 @@ class RelayLifecycle:
     def notifying(self, sink: Sink) -> Sink:
         """``sink`` (an ``AuditStore``) wrapped to call :meth:`notify` after each committed write.
 
-        Give the result to ``AuditMiddleware(sink=...)``: a healthy Telemetry then sees each
-        event within milliseconds, instead of at the next sweep.
+        Give the result to ``AuditMiddleware(store=...)`` (or ``sink=...``): a healthy
+        Telemetry then sees each event within milliseconds, instead of at the next sweep.
         """
         if not callable(getattr(sink, "write", None)):
             raise ConfigurationError(f"sink={sink!r} has no write(event) method")

@@ -27,8 +27,16 @@ class NotifyingSink:
         self._notify()
         return event_id
 
+    async def commit_with(self, conn: Any, event: Event, **kwargs: Any) -> uuid.UUID:
+        # Transactional mode: the rows are visible to the relay once this commit returns.
+        commit_with = self._sink.commit_with  # type: ignore[attr-defined]
+        event_id: uuid.UUID = await commit_with(conn, event, **kwargs)
+        self._notify()
+        return event_id
+
     def __getattr__(self, name: str) -> Any:
-        # Everything else (engine, check(), aclose(), ...) is the wrapped sink's.
+        # Everything else (engine, check(), connect(), aclose(), ...) is the wrapped sink's, so
+        # the start-up check runs through this wrapper.
         return getattr(self._sink, name)
 
     def __repr__(self) -> str:

@@ -1,7 +1,8 @@
 """The request path: the ASGI middleware, its configuration, ``record()`` and what builds an event.
 
 Client IP by a trusted-proxy rule, entity from the route, identity from request state or a
-resolver, redaction of ``changes``; nothing here touches a database (the sink does).
+resolver, redaction of ``changes``; the request's unit of work (``audit_session``) in
+transactional mode, whose database work the store does.
 """
 
 from audit_middleware.request._changes import ChangesLimits
@@ -17,6 +18,7 @@ from audit_middleware.request._middleware import (
     IdentityResolver,
 )
 from audit_middleware.request._redaction import RedactionPolicy, Redactor
+from audit_middleware.request._unit_of_work import audit_connection, audit_session
 
 __all__ = [
     "DEFAULT_METHODS",
@@ -30,6 +32,8 @@ __all__ = [
     "RedactionPolicy",
     "Redactor",
     "TrustedProxies",
+    "audit_connection",
+    "audit_session",
     "record",
     "resolve_client_ip",
     "route_entity",

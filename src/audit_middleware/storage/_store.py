@@ -1,9 +1,14 @@
 """``AuditStore``: writes an audit row and its outbox row, atomically, before the response.
 
-PostgreSQL gets one statement, which is one round trip and its own transaction: a
-data-modifying CTE run on an autocommit connection, so no ``BEGIN``/``COMMIT`` trips either.
-SQLite has no data-modifying CTEs, so it gets one short transaction of two INSERTs; writers in
-this process queue on a lock instead of spinning in SQLite's busy handler.
+Two ways to write. :meth:`AuditStore.commit_with` joins the request's own transaction (the
+transactional mode): the rows go in on the connection that carries the handler's changes, and
+the transaction commits with them; on PostgreSQL the INSERT and the COMMIT travel in one
+pipeline, so auditing adds no round trip. :meth:`AuditStore.write` is a transaction of its own
+(the separate-store mode, and failed attempts): on PostgreSQL one statement, a data-modifying CTE
+on an autocommit connection, so no ``BEGIN``/``COMMIT`` trips either.
+
+SQLite has no data-modifying CTEs, so it gets two INSERTs in the transaction; writers in this
+process queue on a lock instead of spinning in SQLite's busy handler.
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ from sqlalchemy import DateTime, Uuid, bindparam, text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from audit_middleware._exceptions import StoreError, StoreSchemaMissing, map_database_error
+from audit_middleware._exceptions import StoreError, map_database_error
+from audit_middleware.storage import _transaction
+from audit_middleware.storage._check import check_postgresql, check_sqlite_schema
 from audit_middleware.integrity._rowhash import row_hash
 from audit_middleware.storage._urls import async_url
 from auditevt import Action, Event
@@ -94,8 +101,6 @@ SQLITE_BUSY_TIMEOUT_MS = 5_000
 
 # A write whose connection broke is retried this often, each time on a fresh connection.
 _DISCONNECT_RETRIES = 2
-# admin_shutdown, crash_shutdown: the backend is going away, whatever psycopg noticed yet.
-_SHUTDOWN_STATES = ("57P01", "57P02")
 
 # The constraint a retried write runs into when its first attempt did commit.
 _EVENT_ID_CONSTRAINTS = ("audit_log_event_id_key", "audit_outbox_event_id_key")
@@ -151,6 +156,7 @@ class AuditStore:
         self._sqlite_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
             weakref.WeakKeyDictionary()
         )
+        self._held: _transaction.Locks = weakref.WeakKeyDictionary()  # requests' SQLite locks
 
     @classmethod
     def from_url(cls, url: str | URL, **engine_kwargs: Any) -> AuditStore:
@@ -202,6 +208,46 @@ class AuditStore:
         else:
             await self._write_sqlite(params)
         return event_id
+
+    async def connect(self) -> AsyncConnection:
+        """A connection for one request's unit of work, its transaction begun (on SQLite
+        holding this process's writer lock until :meth:`release`); raises ``StoreError``."""
+        lock = None if self._postgresql else self._sqlite_lock()
+        return await _transaction.open_connection(self._engine, lock, _prepare_sqlite, self._held)
+
+    async def release(self, conn: AsyncConnection) -> None:
+        """Give back a connection from :meth:`connect`, rolling back what it left uncommitted."""
+        await _transaction.release_connection(conn, self._held)
+
+    async def commit_with(
+        self, conn: AsyncConnection, event: Event, *, event_id: UUID | None = None
+    ) -> UUID:
+        """Write ``event``'s audit and outbox rows in ``conn``'s transaction, then commit it.
+
+        ``conn`` (from :meth:`connect`) carries the request's changes: they commit with the
+        audit row or not at all; on PostgreSQL the INSERT and the COMMIT are one round trip.
+        Raises ``StoreError`` when nothing was committed (roll ``conn`` back), and
+        ``CommitOutcomeUnknown`` when the connection broke with the COMMIT in flight."""
+        if not isinstance(event, Event):
+            raise TypeError(f"event must be an auditevt.Event, not {type(event).__name__}")
+        if event_id is None:
+            event_id = new_event_id()
+        try:
+            params = self._params(event, event_id)
+        except (ValueError, OverflowError) as exc:
+            raise StoreError(f"could not write the audit row: {exc}") from exc
+        if self._postgresql:
+            await _transaction.commit_pipelined(conn, _PG_WRITE, params)
+            return event_id
+        await _commit_sqlite(conn, params)
+        return event_id
+
+    def _sqlite_lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        lock = self._sqlite_locks.get(loop)
+        if lock is None:
+            lock = self._sqlite_locks[loop] = asyncio.Lock()
+        return lock
 
     def _params(self, event: Event, event_id: UUID) -> dict[str, Any]:
         action = event.action
@@ -272,35 +318,30 @@ class AuditStore:
                 raise map_database_error(exc, StoreError, "write the audit row") from exc
 
     async def _write_sqlite(self, params: dict[str, Any]) -> None:
-        loop = asyncio.get_running_loop()
-        lock = self._sqlite_locks.get(loop)
-        if lock is None:
-            lock = self._sqlite_locks[loop] = asyncio.Lock()
+        lock = self._sqlite_lock()
         try:
             async with lock, self._engine.connect() as conn:
                 await _prepare_sqlite(conn)
-                await conn.execute(_SQLITE_WRITE_LOG, params)
-                await conn.execute(_SQLITE_WRITE_OUTBOX, params)
-                await conn.commit()
+                await _commit_sqlite(conn, params)
         except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
             raise map_database_error(exc, StoreError, "write the audit row") from exc
 
     async def check(self) -> tuple[str, ...]:
-        """Connect, confirm the schema is migrated, and report how this role bypasses RLS.
+        """Connect; confirm the schema is migrated and writable; report how RLS is bypassed.
 
-        Returns the reasons the connected role is not held by row-level security on
-        ``audit_log`` (superuser, BYPASSRLS, table owner without FORCE, RLS off), each also
-        logged as a warning; empty when reads are org-scoped, and always empty on SQLite,
-        which has no RLS. Raises ``StoreError`` (``StoreUnavailable`` when unreachable) when
-        the database cannot be used.
+        Raises ``StoreError`` (``StoreUnavailable`` when unreachable) when the database cannot
+        be used, naming the grant to add when the role may not INSERT into ``audit_log`` and
+        ``audit_outbox``. Returns the reasons the role is not held by row-level security on
+        ``audit_log`` (superuser, BYPASSRLS, owner without FORCE, RLS off), each also logged
+        as a warning; always empty on SQLite, which has no RLS.
         """
         try:
             async with self._engine.connect() as conn:
                 if self._postgresql:
-                    reasons = await _rls_bypass_reasons(conn)
+                    reasons = await check_postgresql(conn)
                 else:
                     await _prepare_sqlite(conn)
-                    await _check_sqlite_schema(conn)
+                    await check_sqlite_schema(conn)
                     reasons = ()
         except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
             raise map_database_error(exc, StoreError, "check the audit database") from exc
@@ -332,13 +373,23 @@ def create_engine(url: str | URL, **engine_kwargs: Any) -> AsyncEngine:
 
 
 def _disconnected(exc: sqlalchemy.exc.DBAPIError) -> bool:
-    return exc.connection_invalidated or getattr(exc.orig, "sqlstate", None) in _SHUTDOWN_STATES
+    state = getattr(exc.orig, "sqlstate", None)
+    return exc.connection_invalidated or state in _transaction.SHUTDOWN_STATES
 
 
 def _constraint(exc: sqlalchemy.exc.DBAPIError) -> str | None:
     diag = getattr(exc.orig, "diag", None)
     name = getattr(diag, "constraint_name", None)
     return name if isinstance(name, str) else None
+
+
+async def _commit_sqlite(conn: AsyncConnection, params: dict[str, Any]) -> None:
+    try:
+        await conn.execute(_SQLITE_WRITE_LOG, params)
+        await conn.execute(_SQLITE_WRITE_OUTBOX, params)
+        await conn.commit()
+    except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
+        raise map_database_error(exc, StoreError, "write the audit row") from exc
 
 
 async def _prepare_sqlite(conn: AsyncConnection) -> None:
@@ -351,47 +402,3 @@ async def _prepare_sqlite(conn: AsyncConnection) -> None:
     await conn.exec_driver_sql("PRAGMA journal_mode = WAL")
     await conn.commit()
     info["auditevt_sqlite_ready"] = True
-
-
-async def _check_sqlite_schema(conn: AsyncConnection) -> None:
-    result = await conn.exec_driver_sql(
-        "SELECT name FROM main.sqlite_master WHERE type = 'table' "
-        "AND name IN ('audit_log', 'audit_outbox')"
-    )
-    found = {row[0] for row in result}
-    missing = sorted({"audit_log", "audit_outbox"} - found)
-    if missing:
-        raise StoreSchemaMissing(
-            f"table(s) {', '.join(missing)} missing: run `auditevt migrate --database-url URL`"
-        )
-
-
-_PG_RLS_CHECK = """\
-SELECT current_user, r.rolsuper, r.rolbypassrls,
-       to_regclass('public.audit_log') IS NOT NULL,
-       to_regclass('public.audit_outbox') IS NOT NULL,
-       c.relrowsecurity, c.relforcerowsecurity,
-       CASE WHEN c.oid IS NULL THEN false
-            ELSE pg_has_role(current_user, c.relowner, 'USAGE') END
-FROM pg_roles r LEFT JOIN pg_class c ON c.oid = to_regclass('public.audit_log')
-WHERE r.rolname = current_user"""
-
-
-async def _rls_bypass_reasons(conn: AsyncConnection) -> tuple[str, ...]:
-    row = (await conn.exec_driver_sql(_PG_RLS_CHECK)).one()
-    await conn.rollback()
-    user, superuser, bypassrls, has_log, has_outbox, rls, forced, owner = tuple(row)
-    if not (has_log and has_outbox):
-        raise StoreSchemaMissing(
-            "tables audit_log and audit_outbox missing: run `auditevt migrate --database-url URL`"
-        )
-    reasons = []
-    if superuser:
-        reasons.append(f"role {user!r} is a superuser")
-    elif bypassrls:  # superusers have it too; one reason is enough
-        reasons.append(f"role {user!r} has BYPASSRLS")
-    if not rls:
-        reasons.append("row-level security is not enabled on audit_log")
-    elif owner and not forced:
-        reasons.append(f"role {user!r} owns audit_log, which lacks FORCE ROW LEVEL SECURITY")
-    return tuple(reasons)

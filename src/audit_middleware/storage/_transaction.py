@@ -1,0 +1,110 @@
+"""The connection of one request's unit of work: opened, committed with its audit row, released.
+
+The audit INSERT and the COMMIT go to PostgreSQL in one pipeline (psycopg 3), so the audited
+request pays the round trips its own transaction pays, and not one more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeAlias
+
+import psycopg
+import sqlalchemy.exc
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from audit_middleware._exceptions import CommitOutcomeUnknown, StoreError, map_database_error
+
+__all__ = ["SHUTDOWN_STATES", "Locks", "commit_pipelined", "open_connection", "release_connection"]
+
+logger = logging.getLogger("audit_middleware")
+
+# admin_shutdown, crash_shutdown: the backend is going away, whatever psycopg noticed yet.
+SHUTDOWN_STATES = ("57P01", "57P02")
+
+
+Locks: TypeAlias = "weakref.WeakKeyDictionary[AsyncConnection, asyncio.Lock]"
+
+
+async def open_connection(
+    engine: AsyncEngine,
+    lock: asyncio.Lock | None,
+    prepare: Callable[[AsyncConnection], Awaitable[None]],
+    held: Locks,
+) -> AsyncConnection:
+    """A connection with its transaction begun; ``lock`` (SQLite's writer lock) held with it,
+    noted in ``held`` (not in ``conn.info``: a broken connection cannot be asked for that)."""
+    if lock is not None:
+        await lock.acquire()
+    try:
+        conn = await engine.connect()
+        try:
+            if lock is not None:
+                await prepare(conn)
+            await conn.begin()
+        except BaseException:
+            await conn.close()
+            raise
+        if lock is not None:
+            held[conn] = lock
+    except BaseException as exc:
+        if lock is not None:
+            lock.release()
+        if isinstance(exc, sqlalchemy.exc.SQLAlchemyError | OSError):
+            raise map_database_error(exc, StoreError, "open the request's transaction") from exc
+        raise
+    return conn
+
+
+async def release_connection(conn: AsyncConnection, held: Locks) -> None:
+    """Close ``conn`` (rolling back anything uncommitted) and release its lock."""
+    lock = held.pop(conn, None)
+    try:
+        await conn.close()
+    except (sqlalchemy.exc.SQLAlchemyError, OSError):
+        logger.warning("closing the request's connection failed", exc_info=True)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _broke(exc: psycopg.Error) -> bool:
+    # A server-reported error (other than a shutdown) means the COMMIT did not happen.
+    if isinstance(exc, psycopg.errors.PipelineAborted):
+        return False
+    state = exc.sqlstate
+    return state is None or state.startswith("08") or state in SHUTDOWN_STATES
+
+
+async def commit_pipelined(conn: AsyncConnection, statement: str, params: dict[str, Any]) -> None:
+    """Run ``statement`` in ``conn``'s transaction and COMMIT, both in one psycopg pipeline."""
+    try:
+        sync = conn.sync_connection
+        if sync is not None and not sync.invalidated and not sync.closed:
+            driver = sync.connection.driver_connection  # checked out already: no I/O, no greenlet
+        else:
+            driver = (await conn.get_raw_connection()).driver_connection
+    except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
+        raise map_database_error(exc, StoreError, "write the audit row") from exc
+    if not isinstance(driver, psycopg.AsyncConnection):
+        raise StoreError(f"expected a psycopg connection, not {type(driver).__name__}")
+    try:
+        async with driver.pipeline():
+            await driver.execute(statement, params)
+            # As a statement, not driver.commit(): that one syncs and waits for its answer,
+            # and leaving the pipeline would then wait a second time.
+            await driver.execute("COMMIT")
+    except psycopg.Error as exc:
+        if driver.broken or driver.closed or _broke(exc):
+            await conn.invalidate()
+            raise CommitOutcomeUnknown(
+                f"the connection broke while committing the audit row: {exc}"
+            ) from exc
+        wrapped = sqlalchemy.exc.DBAPIError(statement, None, exc)
+        raise map_database_error(wrapped, StoreError, "write the audit row") from exc
+    # SQLAlchemy still counts its transaction open; closing it sends nothing, as the server's
+    # transaction is already over.
+    await conn.commit()
