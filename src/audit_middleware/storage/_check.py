@@ -48,7 +48,9 @@ async def check_postgresql(conn: AsyncConnection) -> tuple[str, ...]:
     """The reasons the role bypasses RLS; raise ``StoreError`` when it cannot write at all."""
     row = (await conn.exec_driver_sql(_PG_CHECK)).one()
     await conn.rollback()
-    database, user, superuser, bypassrls, has_log, has_outbox, rls, forced, owner, *grants = row
+    database, user, superuser, bypassrls, has_log, has_outbox, rls, forced, owner, *grants = tuple(
+        row
+    )
     if not (has_log and has_outbox):
         raise StoreSchemaMissing(
             "tables audit_log and audit_outbox missing: run `auditevt migrate --database-url URL`"

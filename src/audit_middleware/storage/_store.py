@@ -1,14 +1,12 @@
 """``AuditStore``: writes an audit row and its outbox row, atomically, before the response.
 
-Two ways to write. :meth:`AuditStore.commit_with` joins the request's own transaction (the
-transactional mode): the rows go in on the connection that carries the handler's changes, and
-the transaction commits with them; on PostgreSQL the INSERT and the COMMIT travel in one
-pipeline, so auditing adds no round trip. :meth:`AuditStore.write` is a transaction of its own
-(the separate-store mode, and failed attempts): on PostgreSQL one statement, a data-modifying CTE
-on an autocommit connection, so no ``BEGIN``/``COMMIT`` trips either.
-
-SQLite has no data-modifying CTEs, so it gets two INSERTs in the transaction; writers in this
-process queue on a lock instead of spinning in SQLite's busy handler.
+:meth:`AuditStore.commit_with` joins the request's own transaction (the transactional mode):
+the rows go in on the connection carrying the handler's changes and commit with them; on
+PostgreSQL the INSERT and the COMMIT travel in one pipeline, so auditing adds no round trip.
+:meth:`AuditStore.write` is a transaction of its own (the separate-store mode, failed attempts):
+on PostgreSQL one data-modifying CTE on an autocommit connection, no ``BEGIN``/``COMMIT`` trips.
+SQLite has no data-modifying CTEs: two INSERTs in the transaction; writers in this process
+queue on a lock instead of spinning in SQLite's busy handler.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from audit_middleware import (
     AuditStore,
     OutboxRelay,
     audit_session,
+    database_roles,
     migrate,
     migrate_sync,
     record,
@@ -199,7 +200,8 @@ async def test_txn_pg_startup_refuses_when_the_role_cannot_insert(
     message = sent[0]["message"]
     assert f"role '{reader_role}' cannot write the audit log" in message
     assert "INSERT on audit_log" in message and "INSERT on audit_outbox" in message
-    assert f'GRANT auditevt_app TO "{reader_role}"' in message
+    app_role = database_roles(pg_url.rsplit("/", 1)[1]).app  # the per-database role
+    assert f'GRANT {app_role} TO "{reader_role}"' in message
 
 
 @pytest.mark.anyio
