@@ -5,8 +5,7 @@ the rows go in on the connection carrying the handler's changes and commit with 
 PostgreSQL the INSERT and the COMMIT travel in one pipeline, so auditing adds no round trip.
 :meth:`AuditStore.write` is a transaction of its own (the separate-store mode, failed attempts):
 on PostgreSQL one data-modifying CTE on an autocommit connection, no ``BEGIN``/``COMMIT`` trips.
-SQLite has no data-modifying CTEs: two INSERTs in the transaction; writers in this process
-queue on a lock instead of spinning in SQLite's busy handler.
+SQLite (no data-modifying CTEs) gets two INSERTs; its writers queue on a lock, not busy-wait.
 """
 
 from __future__ import annotations
@@ -29,9 +28,9 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from audit_middleware._exceptions import StoreError, map_database_error
+from audit_middleware.integrity._rowhash import row_hash
 from audit_middleware.storage import _transaction
 from audit_middleware.storage._check import check_postgresql, check_sqlite_schema
-from audit_middleware.integrity._rowhash import row_hash
 from audit_middleware.storage._urls import async_url
 from auditevt import Action, Event
 
@@ -327,12 +326,10 @@ class AuditStore:
     async def check(self) -> tuple[str, ...]:
         """Connect; confirm the schema is migrated and writable; report how RLS is bypassed.
 
-        Raises ``StoreError`` (``StoreUnavailable`` when unreachable) when the database cannot
-        be used, naming the grant to add when the role may not INSERT into ``audit_log`` and
-        ``audit_outbox``. Returns the reasons the role is not held by row-level security on
-        ``audit_log`` (superuser, BYPASSRLS, owner without FORCE, RLS off), each also logged
-        as a warning; always empty on SQLite, which has no RLS.
-        """
+        Raises ``StoreError`` when the database cannot be used (naming the grant to add when
+        the role may not INSERT into ``audit_log`` and ``audit_outbox``). Returns the reasons
+        the role is not held by row-level security on ``audit_log`` (superuser, BYPASSRLS,
+        owner without FORCE, RLS off), each logged as a warning; always empty on SQLite."""
         try:
             async with self._engine.connect() as conn:
                 if self._postgresql:
