@@ -18,22 +18,7 @@ from auditevt import Event
 
 __all__ = ["COLUMNS", "column_mismatches"]
 
-COLUMNS = (
-    "action",
-    "entity_type",
-    "entity_id",
-    "user_id",
-    "organization_id",
-    "ip_address",
-    "user_agent",
-    "request_path",
-    "status_code",
-    "timestamp",
-    "changes",
-    "action_context",
-    "break_glass_id",
-    "impersonation_id",
-)
+COLUMNS = tuple(Event.model_fields)  # every field has its column, in the struct's order
 """The columns compared with ``event_json``."""
 
 
