@@ -475,3 +475,13 @@ def test_numbers_in_changes_are_spelled_as_go_marshals_them(
         # And Go's own spelling reads back byte for byte.
         back = python_json(event(member("changes", go)))
         assert back is not None and _changes_of(back) == go, token
+
+
+def test_differential_field_lists_are_the_models() -> None:
+    # Key matching (_gokeys.EVENT_FIELDS) and this corpus keep their own lists of the struct's
+    # fields; both must follow the model when a field is added.
+    from auditevt import Event
+    from auditevt._gokeys import EVENT_FIELDS
+
+    assert list(Event.model_fields) == FIELDS
+    assert set(FIELDS) == EVENT_FIELDS

@@ -258,3 +258,17 @@ async def test_retention_removal_verifies_as_retired_and_a_deletion_beside_it_do
         report = await verify_database(store.engine, keys)
     assert not report.ok
     assert [f.row_id for f in report.findings if f.kind == "deleted_row"] == [victim[0]]
+
+
+@pytest.mark.anyio
+async def test_retention_keeps_a_month_with_a_row_not_sealed_yet(pg_url: str) -> None:
+    await populate(pg_url)
+    removable = months_ago(4)
+    async with AuditStore.from_url(pg_url) as store:
+        # A late row of that month, written after the last seal.
+        await store.write(partition_event(99), event_id=uuid7_at(removable + timedelta(hours=1)))
+        with psycopg.connect(libpq(pg_url), autocommit=True) as conn:
+            conn.execute("DELETE FROM public.audit_outbox")  # delivered; only the seal is missing
+        plan = {d.partition: d for d in await plan_retention(store.engine, RetentionWindow(1))}
+    reasons = plan[removable.strftime("audit_log_%Y_%m")].kept_because
+    assert len(reasons) == 1 and "not sealed" in reasons[0], reasons
