@@ -136,25 +136,28 @@ class Event(BaseModel):
         ``changes`` is a negative zero. Text of exact, unique keys (what Go writes) is read
         in one pass; anything else is first rewritten to that form.
         """
-        validator = cls.__pydantic_validator__
         if strict is None and extra is None and context is None and by_alias is by_name is None:
             event: Self | None = None
             try:
-                # An unknown key may be a field spelled in another case: forbid it here, so
+                # An unknown key may be a field spelled in another case: forbidden here, so
                 # that such text takes the slow path below, as does a null action_context.
-                event = validator.validate_json(json_data, extra="forbid")
+                if cls is Event:
+                    event = _validate_event_json(json_data, extra="forbid")
+                else:
+                    event = cls.__pydantic_validator__.validate_json(json_data, extra="forbid")
             except ValidationError as exc:
                 if _only_foreign_keys(exc):
                     # Keys that match no field even folded (a newer writer's): Go ignores
                     # them, and so does a second pass, cheaper than the slow path.
                     with contextlib.suppress(ValidationError):
-                        event = validator.validate_json(json_data)
+                        event = cls.__pydantic_validator__.validate_json(json_data)
             if event is not None:
                 if not ZERO_SEEN.get():
                     return event
                 ZERO_SEEN.set(False)
                 if not may_hold_negative_zero(json_data):
                     return event
+        validator = cls.__pydantic_validator__
         options: dict[str, Any] = {
             "strict": strict,
             "extra": extra,
@@ -229,6 +232,10 @@ class Event(BaseModel):
     def to_json_bytes(self) -> bytes:
         """``to_json()`` encoded as UTF-8, ready to send."""
         return self.to_json().encode()
+
+
+# Bound once: looking the validator up on the class for every event costs measurably more.
+_validate_event_json = Event.__pydantic_validator__.validate_json
 
 
 def _only_foreign_keys(exc: ValidationError) -> bool:
