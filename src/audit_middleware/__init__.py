@@ -123,6 +123,7 @@ from audit_middleware.storage import (  # noqa: E402
     migrate_sync,
     new_event_id,
 )
+from auditevt._public import report_public_module as _report_public_module  # noqa: E402
 
 __all__ = [
     "DEFAULT_METHODS",
@@ -207,9 +208,5 @@ __all__ = [
     "verify_export",
 ]
 
-# Public names report the public module, as httpx does, so tracebacks and docs point here.
-for _name in __all__:
-    _value = globals()[_name]
-    if isinstance(_value, type):
-        _value.__module__ = __name__
-del _name, _value, _missing, _REQUIRED, _importlib_util
+_report_public_module(__name__, globals(), __all__)
+del _report_public_module, _missing, _REQUIRED, _importlib_util

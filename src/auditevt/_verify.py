@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from auditevt import _signing
 from auditevt._signing import (
     _MESSAGE_ID,
     _VERSION,
@@ -36,13 +37,7 @@ from auditevt._signing import (
     WEBHOOK_ID_HEADER,
     WEBHOOK_SIGNATURE_HEADER,
     WEBHOOK_TIMESTAMP_HEADER,
-    BadSignatureError,
-    FutureTimestampError,
-    MalformedHeaderError,
-    MissingHeaderError,
-    ReplayError,
     SigningKey,
-    StaleTimestampError,
     signing_keys,
 )
 
@@ -200,7 +195,7 @@ class WebhookVerifier:
         timestamp_text = _header(headers, WEBHOOK_TIMESTAMP_HEADER)
         signature_text = _header(headers, WEBHOOK_SIGNATURE_HEADER)
         if _MESSAGE_ID.fullmatch(message_id) is None:
-            raise MalformedHeaderError(
+            raise _signing.MalformedHeaderError(
                 f"{WEBHOOK_ID_HEADER} must be 1 to 256 printable ASCII characters without "
                 f"spaces or dots (got {len(message_id)} characters)",
                 header=WEBHOOK_ID_HEADER,
@@ -212,7 +207,7 @@ class WebhookVerifier:
         if not self._replay_store.add(
             f"{message_id}.{timestamp}", expires_at=expires_at, now=self._clock()
         ):
-            raise ReplayError(
+            raise _signing.ReplayError(
                 f"{WEBHOOK_ID_HEADER} {message_id!r} with {WEBHOOK_TIMESTAMP_HEADER} {timestamp} "
                 "was already verified: a request is accepted once (a retry carries a new "
                 "timestamp)",
@@ -223,20 +218,20 @@ class WebhookVerifier:
     def _check_timestamp(self, text: str) -> int:
         if not (text.isascii() and text.isdigit() and len(text) <= _MAX_TIMESTAMP_DIGITS):
             shown = repr(text[:20]) + ("..." if len(text) > 20 else "")
-            raise MalformedHeaderError(
+            raise _signing.MalformedHeaderError(
                 f"{WEBHOOK_TIMESTAMP_HEADER} {shown} is not whole Unix seconds",
                 header=WEBHOOK_TIMESTAMP_HEADER,
             )
         timestamp = int(text)
         now = self._clock()
         if timestamp < now - self._tolerance:
-            raise StaleTimestampError(
+            raise _signing.StaleTimestampError(
                 f"{WEBHOOK_TIMESTAMP_HEADER} {timestamp} is {now - timestamp:.0f} s old; "
                 f"at most {self._tolerance:g} s is accepted",
                 header=WEBHOOK_TIMESTAMP_HEADER,
             )
         if timestamp > now + self._tolerance:
-            raise FutureTimestampError(
+            raise _signing.FutureTimestampError(
                 f"{WEBHOOK_TIMESTAMP_HEADER} {timestamp} is {timestamp - now:.0f} s ahead of "
                 f"this clock; at most {self._tolerance:g} s is accepted",
                 header=WEBHOOK_TIMESTAMP_HEADER,
@@ -254,7 +249,7 @@ class WebhookVerifier:
                 matched |= hmac.compare_digest(expected, candidate)
             if matched:
                 return key
-        raise BadSignatureError(
+        raise _signing.BadSignatureError(
             f"no signature in {WEBHOOK_SIGNATURE_HEADER} ({len(candidates)} given) matches the "
             f"body under any of the {len(self._keys)} key(s): the body, the id or the timestamp "
             "was altered, or it was signed with another key",
@@ -271,7 +266,7 @@ def _header(headers: Mapping[str, str], name: str) -> str:
         # A plain dict may spell the name in any case; Starlette's and httpx's headers do not care.
         value = next((v for k, v in headers.items() if k.lower() == name), None)
     if value is None or not value.strip():
-        raise MissingHeaderError(
+        raise _signing.MissingHeaderError(
             f"the {name} header is {'missing' if value is None else 'empty'}: the request is not "
             f"signed ({WEBHOOK_ID_HEADER}, {WEBHOOK_TIMESTAMP_HEADER} and "
             f"{WEBHOOK_SIGNATURE_HEADER} are required)",
@@ -295,7 +290,7 @@ def _signatures(text: str) -> list[bytes]:
         if len(digest) == _DIGEST_SIZE:
             found.append(digest)
     if not found:
-        raise MalformedHeaderError(
+        raise _signing.MalformedHeaderError(
             f"{WEBHOOK_SIGNATURE_HEADER} holds no {_VERSION},<base64 of 32 bytes> signature among "
             f"its {min(len(entries), _MAX_SIGNATURES)} entr{'y' if len(entries) == 1 else 'ies'} "
             "looked at",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 import sys
 import time
@@ -98,9 +99,8 @@ def demo_command(
         print(f"auditevt demo: error: signing key: {exc}", file=stderr)
         return 2
     demo = _Demo(
-        requests, database_url, telemetry_url, forward, stdout, seed, delivery_timeout, keys
+        requests, database_url, telemetry_url, forward, stdout, seed, delivery_timeout, keys, serve
     )
-    demo.serve = serve
     try:
         return asyncio.run(demo.run())
     except DemoError as exc:
@@ -131,32 +131,25 @@ def _one_line(exc: BaseException) -> str:
     return text.splitlines()[0]
 
 
+@dataclasses.dataclass(eq=False)
 class _Demo:
-    def __init__(
-        self,
-        requests: int,
-        database_url: str | None,
-        telemetry_url: str | None,
-        forward: bool,
-        out: TextIO,
-        seed: int | None,
-        delivery_timeout: float,
-        signing_keys: tuple[SigningKey, ...] | None,
-    ) -> None:
-        self.requests = requests
-        self.database_url = database_url
-        self.telemetry_url = telemetry_url
-        self.forward = forward
-        self.out = out
-        self.seed = seed
-        self.delivery_timeout = delivery_timeout
-        self.run_id = uuid.uuid4().hex[:12]
+    requests: int
+    database_url: str | None
+    telemetry_url: str | None
+    forward: bool
+    out: TextIO
+    seed: int | None
+    delivery_timeout: float
+    signing_keys: tuple[SigningKey, ...] | None
+    serve: bool = False
+    run_id: str = dataclasses.field(init=False, default_factory=lambda: uuid.uuid4().hex[:12])
+    user_agent: str = dataclasses.field(init=False)
+    drained_after: float = dataclasses.field(init=False, default=0.0)
+    #: The report's exit status, once it is printed.
+    status: int | None = dataclasses.field(init=False, default=None)
+
+    def __post_init__(self) -> None:
         self.user_agent = f"auditevt-demo/{__version__} (run {self.run_id})"
-        self.drained_after = 0.0
-        self.signing_keys = signing_keys
-        self.serve = False
-        #: The report's exit status, once it is printed.
-        self.status: int | None = None
 
     def say(self, line: str = "") -> None:
         print(line, file=self.out, flush=True)

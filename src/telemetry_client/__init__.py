@@ -13,6 +13,7 @@ if _missing:
         name=_missing[0],
     )
 
+from auditevt._public import report_public_module as _report_public_module  # noqa: E402
 from telemetry_client._async_client import AsyncTelemetryClient  # noqa: E402
 from telemetry_client._base import ClientOptions  # noqa: E402
 from telemetry_client._client import TelemetryClient  # noqa: E402
@@ -89,9 +90,5 @@ __all__ = [
     "parse_retry_after",
 ]
 
-# Public names report the public module, as httpx does, so tracebacks and docs point here.
-for _name in __all__:
-    _value = globals()[_name]
-    if isinstance(_value, type):
-        _value.__module__ = __name__
-del _name, _value, _missing, _importlib_util
+_report_public_module(__name__, globals(), __all__)
+del _report_public_module, _missing, _importlib_util

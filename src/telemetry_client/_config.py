@@ -12,13 +12,14 @@ import httpx
 from auditevt import CONTRACT_VERSION, SigningKey, WebhookSigner, __version__
 from telemetry_client._exceptions import ConfigurationError
 
+# In the order of the module (the package's __init__ sorts them).
 __all__ = [
-    "CONTRACT_HEADER",
-    "DEFAULT_GZIP_THRESHOLD",
-    "DEFAULT_TIMEOUT",
-    "ENV_SIGNING_KEY",
     "ENV_URL",
+    "ENV_SIGNING_KEY",
+    "DEFAULT_TIMEOUT",
+    "DEFAULT_GZIP_THRESHOLD",
     "USER_AGENT",
+    "CONTRACT_HEADER",
     "ClientConfig",
 ]
 

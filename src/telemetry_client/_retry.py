@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import anyio
 import tenacity
 
+from auditevt._checks import check_seconds
 from telemetry_client._exceptions import (
     ConfigurationError,
     DeadlineExceeded,
@@ -149,10 +150,10 @@ class RetryPolicy:
         ):
             raise ConfigurationError(f"max_attempts must be an int >= 1, got {self.max_attempts!r}")
         if self.deadline is not None:
-            _check_seconds("deadline", self.deadline, positive=True)
-        _check_seconds("initial_wait", self.initial_wait)
-        _check_seconds("max_wait", self.max_wait)
-        _check_seconds("max_retry_after", self.max_retry_after)
+            check_seconds("deadline", self.deadline, positive=True, error=ConfigurationError)
+        check_seconds("initial_wait", self.initial_wait, error=ConfigurationError)
+        check_seconds("max_wait", self.max_wait, error=ConfigurationError)
+        check_seconds("max_retry_after", self.max_retry_after, error=ConfigurationError)
         if self.max_wait < self.initial_wait:
             raise ConfigurationError(
                 f"max_wait ({self.max_wait!r}) must be >= initial_wait ({self.initial_wait!r})"
@@ -233,16 +234,6 @@ class RetryPolicy:
             last_error=error,
             attempts=attempts,
         ) from error
-
-
-def _check_seconds(name: str, value: float, *, positive: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigurationError(f"{name} must be a number of seconds, got {value!r}")
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
-        bound = "> 0" if positive else ">= 0"
-        raise ConfigurationError(
-            f"{name} must be a finite number of seconds {bound}, got {value!r}"
-        )
 
 
 def _log_retry(retry_state: tenacity.RetryCallState) -> None:

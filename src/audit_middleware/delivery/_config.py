@@ -30,6 +30,13 @@ def check_seconds(name: str, value: object, *, positive: bool = True) -> None:
         raise ConfigurationError(f"{name} must be finite and {bound}, got {value!r}")
 
 
+def _check_int(name: str, value: object, low: int, high: int | None = None) -> None:
+    in_range = isinstance(value, int) and low <= value and (high is None or value <= high)
+    if isinstance(value, bool) or not in_range:
+        span = f">= {low}" if high is None else f"from {low} to {high}"
+        raise ConfigurationError(f"RelayConfig.{name} must be an int {span}, got {value!r}")
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RelayConfig:
     """How a relay batches, leases and waits, and its delivery policy; safe defaults all."""
@@ -84,11 +91,7 @@ class RelayConfig:
             raise ConfigurationError(
                 f"RelayConfig.batch_size must be from 1 to {MAX_INGEST_ITEMS}, got {size!r}"
             )
-        limit = self.max_batch_bytes
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1024:
-            raise ConfigurationError(
-                f"RelayConfig.max_batch_bytes must be an int >= 1024, got {limit!r}"
-            )
+        _check_int("max_batch_bytes", self.max_batch_bytes, 1024)
         for name in ("lease_seconds", "sweep_interval", "stats_interval"):
             check_seconds(f"RelayConfig.{name}", getattr(self, name))
         for name in ("drain_timeout", "log_interval"):
@@ -109,16 +112,8 @@ class RelayConfig:
             check_seconds("RelayConfig.max_pause", self.max_pause, positive=False)
             policy = dataclasses.replace(policy, max_pause=self.max_pause)
         object.__setattr__(self, "policy", policy)
-        flight = self.max_in_flight
-        if isinstance(flight, bool) or not isinstance(flight, int) or not 1 <= flight <= 16:
-            raise ConfigurationError(
-                f"RelayConfig.max_in_flight must be an int from 1 to 16, got {flight!r}"
-            )
-        splits = self.max_split_requests
-        if isinstance(splits, bool) or not isinstance(splits, int) or splits < 0:
-            raise ConfigurationError(
-                f"RelayConfig.max_split_requests must be an int >= 0, got {splits!r}"
-            )
+        _check_int("max_in_flight", self.max_in_flight, 1, 16)
+        _check_int("max_split_requests", self.max_split_requests, 0)
         if self.owner is not None and (not isinstance(self.owner, str) or not self.owner.strip()):
             raise ConfigurationError(
                 f"RelayConfig.owner must be a non-empty string or None, got {self.owner!r}"

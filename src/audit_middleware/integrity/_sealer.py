@@ -43,6 +43,7 @@ from audit_middleware.integrity._metrics import IntegrityStats, track
 from audit_middleware.integrity._rowhash import PG_ROW_HASH, row_hash
 from audit_middleware.integrity._seal import GENESIS, Seal, SealFormatError, make_seal
 from audit_middleware.integrity._sink import SealSink
+from audit_middleware.storage._closing import EngineCloser
 from audit_middleware.storage._tables import AUDIT_LOG, AUDIT_SEALS, qualified
 from audit_middleware.storage._urls import async_url
 
@@ -130,7 +131,7 @@ def _split(ids: bytes, hashes: bytes) -> tuple[bytes, bytes, list[bytes]]:
     return ids, hashes, leaves
 
 
-class Sealer:
+class Sealer(EngineCloser):
     """Seals ``audit_log`` with ``key`` and publishes each seal to ``sink``.
 
     Give it an ``AsyncEngine`` (the store's ``engine`` will do, if its role may read every
@@ -177,16 +178,6 @@ class Sealer:
         sealer._owns_engine = True
         return sealer
 
-    async def aclose(self) -> None:
-        """Dispose of the engine if :meth:`from_url` created it."""
-        if self._owns_engine:
-            await self._engine.dispose()
-
-    async def __aenter__(self) -> Sealer:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     async def run_once(self) -> Seal | None:
         """Seal what is safe to seal now; return the new seal, or None when nothing was due.

@@ -32,7 +32,7 @@ no client can make another address be recorded. Run the server with its own prox
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -251,34 +251,26 @@ def resolve_client_ip(
         # No peer to anchor the walk: nothing in X-Forwarded-For can be trusted.
         return ""
     if trusted.hops:
-        return _walk_hops(address, forwarded_for, trusted.hops)
+        # The peer is the nearest proxy; with one hop, the client is the rightmost entry.
+        client_depth = trusted.hops - 1
+        return _walk(address, forwarded_for, lambda _hop, depth: depth == client_depth)
     if not trusted.trusts(address):
         return str(address)
-    current = address
-    for entry in reversed(_entries(forwarded_for)):
-        if not entry.strip():
-            continue
-        hop = parse_address(entry)
-        if hop is None:
-            return str(current)
-        if not trusted.trusts(hop):
-            return str(hop)
-        current = hop
-    # Every hop was a trusted proxy: the leftmost of them is the best we know.
-    return str(current)
+    return _walk(address, forwarded_for, lambda hop, _depth: not trusted.trusts(hop))
 
 
-def _walk_hops(peer: IPAddress, forwarded_for: Sequence[str], hops: int) -> str:
+def _walk(
+    peer: IPAddress, forwarded_for: Sequence[str], is_client: Callable[[IPAddress, int], bool]
+) -> str:
+    # Right to left from the peer; ``depth`` counts the hops passed before this one.
     current = peer
-    remaining = hops - 1  # the peer is the nearest proxy; with one, the client is rightmost
-    for entry in reversed(_entries(forwarded_for)):
-        if not entry.strip():
-            continue
+    entries = [entry for entry in reversed(_entries(forwarded_for)) if entry.strip()]
+    for depth, entry in enumerate(entries):
         hop = parse_address(entry)
         if hop is None:
             return str(current)
-        if remaining == 0:
+        if is_client(hop, depth):
             return str(hop)
-        remaining -= 1
         current = hop
+    # Every hop was a proxy: the leftmost of them is the best we know.
     return str(current)

@@ -22,6 +22,7 @@ from audit_middleware.review._export import CSV_COLUMNS
 from audit_middleware.review._filter import STATUS_CLASSES, EventFilter
 from audit_middleware.review._query import REVIEWABLE_CONTEXTS, EventPage, EventQuery
 from audit_middleware.review._reviews import MAX_NOTE_LENGTH, Review, ReviewDecision, ReviewLog
+from auditevt._public import report_public_module as _report_public_module
 
 __all__ = [
     "ACCESS_ENTITY",
@@ -43,9 +44,5 @@ __all__ = [
     "create_review_app",
 ]
 
-# Public names report the public module, as httpx does.
-for _name in __all__:
-    _value = globals()[_name]
-    if isinstance(_value, type):
-        _value.__module__ = __name__
-del _name, _value, _importlib_util
+_report_public_module(__name__, globals(), __all__)
+del _report_public_module, _importlib_util

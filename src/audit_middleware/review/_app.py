@@ -24,7 +24,7 @@ import inspect
 import os
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, NotRequired, TypedDict, TypeVar, Unpack
 from uuid import UUID
 
 from starlette.applications import Starlette
@@ -76,6 +76,19 @@ def _never(_request: Request) -> bool:
 async def _resolve(resolver: Resolver[T], request: Request) -> T:
     value = resolver(request)
     return await value if inspect.isawaitable(value) else value
+
+
+class ReviewAppArguments(TypedDict):
+    """:func:`create_review_app`'s keyword arguments: those of :class:`ReviewApp`."""
+
+    store: AuditStore
+    reader: AuditReader
+    organization_resolver: Resolver[int | None]
+    user_resolver: Resolver[int | None]
+    reviewer_resolver: NotRequired[Resolver[bool]]
+    trusted_proxies: NotRequired[TrustedProxies | None]
+    csrf_secret: NotRequired[bytes | None]
+    page_size: NotRequired[int]
 
 
 class ReviewApp:
@@ -325,17 +338,7 @@ class ReviewApp:
         )
 
 
-def create_review_app(
-    *,
-    store: AuditStore,
-    reader: AuditReader,
-    organization_resolver: Resolver[int | None],
-    user_resolver: Resolver[int | None],
-    reviewer_resolver: Resolver[bool] = _never,
-    trusted_proxies: TrustedProxies | None = None,
-    csrf_secret: bytes | None = None,
-    page_size: int = DEFAULT_PAGE_SIZE,
-) -> ReviewApp:
+def create_review_app(**arguments: Unpack[ReviewAppArguments]) -> ReviewApp:
     """The review app for the Core API to mount (see docs/review.md).
 
     - ``store`` writes the access events (every read is audited) and ``reader`` gives the
@@ -347,16 +350,7 @@ def create_review_app(
     - ``csrf_secret`` keys the form tokens: pass the same 16+ bytes to every process;
     - ``page_size`` rows per page unless the request asks for a ``limit`` (up to 1000).
     """
-    return ReviewApp(
-        store=store,
-        reader=reader,
-        organization_resolver=organization_resolver,
-        user_resolver=user_resolver,
-        reviewer_resolver=reviewer_resolver,
-        trusted_proxies=trusted_proxies,
-        csrf_secret=csrf_secret,
-        page_size=page_size,
-    )
+    return ReviewApp(**arguments)
 
 
 def _filter(request: Request, ignore: frozenset[str] = _PAGING) -> EventFilter:

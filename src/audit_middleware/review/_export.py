@@ -17,30 +17,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from audit_middleware.storage._reader import AuditRecord, UnreadableRecord
 
 __all__ = ["CSV_COLUMNS", "csv_chunks", "jsonl_chunks"]
-
-CSV_COLUMNS = (
-    "event_id",
-    "timestamp",
-    "action",
-    "action_context",
-    "entity_type",
-    "entity_id",
-    "user_id",
-    "organization_id",
-    "ip_address",
-    "user_agent",
-    "request_path",
-    "status_code",
-    "break_glass_id",
-    "impersonation_id",
-    "changes",
-)
-"""The CSV export's columns, in order."""
 
 _CHUNK_BYTES = 64 * 1024
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -51,6 +32,28 @@ def _cell(value: object) -> str:
         return ""
     text = str(value)
     return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+# The event's columns between event_id and changes, each with how its cell is written: numbers
+# and the timestamp as they are, any text through _cell (a spreadsheet must not run it).
+_EVENT_CELLS: tuple[tuple[str, Callable[[object], str]], ...] = (
+    ("timestamp", str),
+    ("action", _cell),
+    ("action_context", _cell),
+    ("entity_type", _cell),
+    ("entity_id", str),
+    ("user_id", str),
+    ("organization_id", str),
+    ("ip_address", _cell),
+    ("user_agent", _cell),
+    ("request_path", _cell),
+    ("status_code", str),
+    ("break_glass_id", _cell),
+    ("impersonation_id", _cell),
+)
+
+CSV_COLUMNS = ("event_id", *(name for name, _ in _EVENT_CELLS), "changes")
+"""The CSV export's columns, in order."""
 
 
 def csv_row(record: AuditRecord | UnreadableRecord) -> list[str]:
@@ -65,23 +68,8 @@ def csv_row(record: AuditRecord | UnreadableRecord) -> list[str]:
         if event.changes is None
         else json.dumps(event.changes, ensure_ascii=False, separators=(",", ":"))
     )
-    return [
-        str(record.event_id),
-        str(event.timestamp),
-        _cell(event.action),
-        _cell(event.action_context),
-        _cell(event.entity_type),
-        str(event.entity_id),
-        str(event.user_id),
-        str(event.organization_id),
-        _cell(event.ip_address),
-        _cell(event.user_agent),
-        _cell(event.request_path),
-        str(event.status_code),
-        _cell(event.break_glass_id),
-        _cell(event.impersonation_id),
-        _cell(changes),
-    ]
+    cells = (write(getattr(event, name)) for name, write in _EVENT_CELLS)
+    return [str(record.event_id), *cells, _cell(changes)]
 
 
 async def csv_chunks(

@@ -14,8 +14,6 @@ no transaction stays open while a slow client downloads.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -29,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from audit_middleware._exceptions import ReaderError, map_database_error
 from audit_middleware.review._filter import EventFilter
+from audit_middleware.storage._position import BAD_POSITION, decode_position, encode_position
 from audit_middleware.storage._reader import AuditRecord, UnreadableRecord
 from audit_middleware.storage._reader import _record as read_record
 from audit_middleware.storage._tables import AUDIT_LOG, AUDIT_REVIEW, qualified
@@ -99,7 +98,7 @@ class EventQuery:
         next_cursor = None
         if len(rows) > limit:
             last = rows[limit - 1]
-            next_cursor = _encode_cursor(_utc(last.timestamp), last.event_id)
+            next_cursor = encode_position(_CURSOR_PREFIX, _utc(last.timestamp), last.event_id)
         return EventPage(items=items, next_cursor=next_cursor)
 
     async def get(
@@ -140,7 +139,10 @@ class EventQuery:
         )
 
     def _after(self, after: str) -> ColumnElement[bool]:
-        moment, event_id = _decode_cursor(after)
+        try:
+            moment, event_id = decode_position(_CURSOR_PREFIX, after)
+        except BAD_POSITION:
+            raise ValueError(f"after={after!r} is not a cursor this app wrote") from None
         return self._before(moment, event_id)
 
     def _before(self, moment: datetime, event_id: UUID) -> ColumnElement[bool]:
@@ -164,26 +166,6 @@ def _queue_conditions() -> list[ColumnElement[bool]]:
         AUDIT_REVIEW.c.event_id == AUDIT_LOG.c.event_id,
     )
     return [AUDIT_LOG.c.action_context.in_(REVIEWABLE_CONTEXTS), ~reviewed]
-
-
-def _encode_cursor(moment: datetime, event_id: UUID) -> str:
-    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
-    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    raw = f"{_CURSOR_PREFIX}:{micros}:{event_id.hex}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(value: str) -> tuple[datetime, UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode("ascii")
-        prefix, micros, event_hex = raw.split(":")
-        if prefix != _CURSOR_PREFIX or len(event_hex) != 32:
-            raise ValueError(prefix)
-        seconds, micro = divmod(int(micros), 1_000_000)
-        moment = datetime.fromtimestamp(seconds, UTC).replace(microsecond=micro)
-        return moment, UUID(hex=event_hex)
-    except (ValueError, UnicodeDecodeError, binascii.Error, OverflowError, OSError):
-        raise ValueError(f"after={value!r} is not a cursor this app wrote") from None
 
 
 def _utc(value: datetime) -> datetime:

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from audit_middleware._exceptions import ConfigurationError
+from auditevt import _checks
 
 __all__ = [
     "DEFAULT_MAX_BATCH_BYTES",
@@ -181,13 +182,7 @@ def check_int(name: str, value: object, low: int, high: int | None) -> None:
 
 
 def check_seconds(name: str, value: object, *, positive: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigurationError(f"{name} must be a number of seconds, got {value!r}")
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
-        bound = "> 0" if positive else ">= 0"
-        raise ConfigurationError(
-            f"{name} must be a finite number of seconds {bound}, got {value!r}"
-        )
+    _checks.check_seconds(name, value, positive=positive, error=ConfigurationError)
 
 
 def ids_of(items: Sequence[OutboxItem]) -> list[int]:

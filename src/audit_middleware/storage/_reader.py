@@ -16,8 +16,6 @@ wrote meanwhile. Filters are checked before any query: a bad one is a ``Configur
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +28,8 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from audit_middleware._exceptions import ConfigurationError, ReaderError, map_database_error
+from audit_middleware.storage._closing import EngineCloser
+from audit_middleware.storage._position import BAD_POSITION, decode_position, encode_position
 from audit_middleware.storage._store import create_engine
 from audit_middleware.storage._tables import AUDIT_LOG, qualified
 from auditevt import Action, Event, Timestamp
@@ -70,9 +70,7 @@ class Cursor:
 
     def encode(self) -> str:
         """The cursor as opaque URL-safe text."""
-        micros = _unix_micros(self.timestamp)
-        raw = f"{_CURSOR_VERSION}:{micros}:{self.event_id.hex}".encode()
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        return encode_position(_CURSOR_VERSION, self.timestamp, self.event_id)
 
     @classmethod
     def decode(cls, value: str) -> Cursor:
@@ -84,14 +82,9 @@ class Cursor:
                 f"after={_shown(value)} ({len(value)} characters) is not a cursor"
             )
         try:
-            raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode("ascii")
-            version, micros, event_id = raw.split(":")
-            if version != _CURSOR_VERSION or len(event_id) != 32:
-                raise ValueError(version)
-            seconds, micro = divmod(int(micros), 1_000_000)
-            moment = datetime.fromtimestamp(seconds, UTC).replace(microsecond=micro)
-            return cls(timestamp=moment, event_id=UUID(hex=event_id))
-        except (ValueError, UnicodeDecodeError, binascii.Error, OverflowError, OSError) as exc:
+            moment, event_id = decode_position(_CURSOR_VERSION, value)
+            return cls(timestamp=moment, event_id=event_id)
+        except BAD_POSITION as exc:
             raise ConfigurationError(f"after={value!r} is not a cursor this reader wrote") from exc
 
 
@@ -140,7 +133,7 @@ class Page:
     """Pass as ``after`` for the next, older page; ``None`` on the last page."""
 
 
-class AuditReader:
+class AuditReader(EngineCloser):
     """Lists one organization's audit events: filters, newest first, keyset pagination.
 
     ``AuditReader(engine)`` shares an engine (``AuditStore.engine`` for instance) and leaves it
@@ -264,17 +257,6 @@ class AuditReader:
         # SQLite keeps datetimes as UTC text without an offset (see AuditStore).
         return moment if self._postgresql else moment.astimezone(UTC)
 
-    async def aclose(self) -> None:
-        """Dispose of the engine if the reader created it."""
-        if self._owns_engine:
-            await self._engine.dispose()
-
-    async def __aenter__(self) -> AuditReader:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
 
 def _int64(name: str, value: object) -> int:
     if type(value) is not int:
@@ -332,11 +314,6 @@ def _shown(value: str) -> str:
 
 def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _unix_micros(value: datetime) -> int:
-    delta = value - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def _record(row: Any) -> AuditRecord | UnreadableRecord:

@@ -160,6 +160,14 @@ def _json(model: BaseModel, status_code: int = 200) -> Response:
     )
 
 
+def _counts(
+    answer: type[AnalyticsTrackResponse | MediaEventResponse | PoseFramesResponse],
+    counts: tuple[int, int],
+) -> Response:
+    accepted, duplicates = counts
+    return _json(answer(accepted=accepted, duplicates=duplicates))
+
+
 class _Endpoints:
     def __init__(self, settings: StandInSettings) -> None:
         self.settings = settings
@@ -274,25 +282,23 @@ class _Endpoints:
 
     async def track(self, request: Request) -> Response:
         model = self._validate(AnalyticsTrackRequest, await self._body(request))
-        accepted, duplicates = self.settings.record.track(model)
-        return _json(AnalyticsTrackResponse(accepted=accepted, duplicates=duplicates))
+        return _counts(AnalyticsTrackResponse, self.settings.record.track(model))
 
     async def media(self, request: Request) -> Response:
         model = self._validate(MediaEventRequest, await self._body(request))
         try:
-            accepted, duplicates = self.settings.record.media(model)
+            counts = self.settings.record.media(model)
         except SessionConflict as exc:
             raise Problem(
                 422,
                 "the session belongs to another organization",
                 [{"field": "session_id", "message": str(exc)}],
             ) from None
-        return _json(MediaEventResponse(accepted=accepted, duplicates=duplicates))
+        return _counts(MediaEventResponse, counts)
 
     async def pose(self, request: Request) -> Response:
         model = self._validate(PoseFramesRequest, await self._body(request))
-        accepted, duplicates = self.settings.record.pose(model)
-        return _json(PoseFramesResponse(accepted=accepted, duplicates=duplicates))
+        return _counts(PoseFramesResponse, self.settings.record.pose(model))
 
     async def report_error(self, request: Request) -> Response:
         model = self._validate(ErrorReportRequest, await self._body(request))
@@ -327,15 +333,17 @@ def build_app(settings: StandInSettings, middleware: Sequence[Middleware] = ()) 
     """The Starlette app serving every endpoint from ``settings``, behind ``middleware``."""
     endpoints = _Endpoints(settings)
     handler: Callable[[Request, Exception], Awaitable[Response]] = _problem_response
-    routes = [
-        Route("/v1/audit/ingest", endpoints.ingest, methods=["POST"]),
-        Route("/v1/analytics/track", endpoints.track, methods=["POST"]),
-        Route("/v1/media/events", endpoints.media, methods=["POST"]),
-        Route("/v1/pose/frames", endpoints.pose, methods=["POST"]),
-        Route("/v1/errors/report", endpoints.report_error, methods=["POST"]),
-        Route("/v1/media/bandwidth/stats", endpoints.bandwidth, methods=["GET"]),
-        Route("/health", endpoints.health, methods=["GET"]),
-    ]
+    # Every POST takes a JSON body; the two GETs read the query string or nothing.
+    posts = {
+        "/v1/audit/ingest": endpoints.ingest,
+        "/v1/analytics/track": endpoints.track,
+        "/v1/media/events": endpoints.media,
+        "/v1/pose/frames": endpoints.pose,
+        "/v1/errors/report": endpoints.report_error,
+    }
+    routes = [Route(path, endpoint, methods=["POST"]) for path, endpoint in posts.items()]
+    routes.append(Route("/v1/media/bandwidth/stats", endpoints.bandwidth, methods=["GET"]))
+    routes.append(Route("/health", endpoints.health, methods=["GET"]))
     return Starlette(
         routes=routes,
         middleware=list(middleware),

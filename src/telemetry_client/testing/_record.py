@@ -6,7 +6,7 @@ import collections
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TypeVar
 
 from auditevt import (
@@ -29,6 +29,8 @@ from telemetry_client.testing._faults import Fault
 __all__ = ["Record", "SessionConflict"]
 
 K = TypeVar("K")
+V = TypeVar("V")
+T = TypeVar("T")
 
 
 class SessionConflict(ValueError):
@@ -147,45 +149,45 @@ class Record:
         with self._lock:
             return frozenset(self._events)
 
-    def events(self) -> dict[uuid.UUID, Event]:
+    # Readers get copies taken under the lock: the server thread keeps writing.
+    def _copy(self, mapping: dict[K, V]) -> dict[K, V]:
         with self._lock:
-            return dict(self._events)
+            return dict(mapping)
+
+    def _listed(self, items: Iterable[T]) -> list[T]:
+        with self._lock:
+            return list(items)
+
+    def events(self) -> dict[uuid.UUID, Event]:
+        return self._copy(self._events)
 
     def received_ns(self) -> dict[uuid.UUID, int]:
-        with self._lock:
-            return dict(self._received_ns)
+        return self._copy(self._received_ns)
 
     def deliveries(self, event_id: uuid.UUID) -> int:
         with self._lock:
             return self._deliveries[event_id]
 
     def rejected(self) -> dict[uuid.UUID, str]:
-        with self._lock:
-            return dict(self._rejected)
+        return self._copy(self._rejected)
 
     def request_counts(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._requests)
+        return self._copy(self._requests)
 
     def fault_counts(self) -> dict[Fault, int]:
-        with self._lock:
-            return dict(self._faults)
+        return self._copy(self._faults)
 
     def analytics(self) -> list[AnalyticsTrackRequest]:
-        with self._lock:
-            return list(self._analytics)
+        return self._listed(self._analytics)
 
     def media_requests(self) -> list[MediaEventRequest]:
-        with self._lock:
-            return list(self._media)
+        return self._listed(self._media)
 
     def pose_requests(self) -> list[PoseFramesRequest]:
-        with self._lock:
-            return list(self._pose)
+        return self._listed(self._pose)
 
     def error_reports(self) -> list[ErrorReportRequest]:
-        with self._lock:
-            return list(self._errors.values())
+        return self._listed(self._errors.values())
 
     def wait_for_events(self, count: int, timeout: float) -> frozenset[uuid.UUID]:
         deadline = time.monotonic() + timeout

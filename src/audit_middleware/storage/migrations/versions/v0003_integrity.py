@@ -22,7 +22,6 @@ writes rows without a hash, and the sealer and the verifier compute it from the 
 
 from __future__ import annotations
 
-import logging
 import uuid
 
 import sqlalchemy as sa
@@ -31,19 +30,17 @@ from alembic import op
 from audit_middleware.integrity._role import sealer_role
 from audit_middleware.integrity._rowhash import PG_ROW_HASH, row_hash
 from audit_middleware.storage.migrations.versions.v0002_least_privilege import (
+    SCHEMA,
     _create_role,
     _owns_database,
     _quote,
+    logger,
 )
 
 revision = "0003"
 down_revision = "0002"
 branch_labels = None
 depends_on = None
-
-logger = logging.getLogger("audit_middleware")
-
-SCHEMA = "public"
 
 _APPEND_ONLY_TRIGGERS = ("audit_log_append_only_statement", "audit_log_append_only_row")
 

@@ -32,6 +32,26 @@ depends_on = None
 #: Months of partitions created ahead of the current one.
 MONTHS_AHEAD = 3
 
+# A table's row-level security policies, and the CREATE POLICY clauses that restate one of
+# them: both the hardening of each new partition and the copy onto a rebuilt audit_log use them.
+_POLICIES_OF = """    SELECT p.polname, p.polcmd, pg_get_expr(p.polqual, p.polrelid) AS qual,
+           pg_get_expr(p.polwithcheck, p.polrelid) AS with_check, p.polpermissive,
+           (SELECT string_agg(CASE WHEN r = 0 THEN 'PUBLIC' ELSE r::regrole::text END, ', ')
+                   FROM unnest(p.polroles) AS r) AS roles
+    FROM pg_policy p WHERE p.polrelid = '@TABLE'::regclass"""
+_POLICY_CLAUSES = """CASE WHEN policy.polpermissive THEN 'PERMISSIVE' ELSE 'RESTRICTIVE' END,
+CASE policy.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
+                   WHEN 'd' THEN 'DELETE' ELSE 'ALL' END,
+policy.roles,
+CASE WHEN policy.qual IS NULL THEN '' ELSE ' USING (' || policy.qual || ')' END,
+CASE WHEN policy.with_check IS NULL THEN ''
+     ELSE ' WITH CHECK (' || policy.with_check || ')' END);"""
+
+
+def _policy_clauses(indent: str) -> str:
+    return "\n".join(indent + line for line in _POLICY_CLAUSES.splitlines())
+
+
 _PARTITION_FUNCTIONS = [
     # The bounds of a month as UUIDv7 values: the month's first millisecond, then zeros.
     """CREATE FUNCTION auditevt_month_uuid(month timestamptz) RETURNS uuid
@@ -81,22 +101,16 @@ BEGIN
   EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', partition);
   EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', partition);
   FOR policy IN
-    SELECT p.polname, p.polcmd, pg_get_expr(p.polqual, p.polrelid) AS qual,
-           pg_get_expr(p.polwithcheck, p.polrelid) AS with_check, p.polpermissive,
-           (SELECT string_agg(CASE WHEN r = 0 THEN 'PUBLIC' ELSE r::regrole::text END, ', ')
-                   FROM unnest(p.polroles) AS r) AS roles
-    FROM pg_policy p WHERE p.polrelid = '@S.audit_log'::regclass
+"""
+    + _POLICIES_OF.replace("@TABLE", "@S.audit_log")
+    + """
   LOOP
     IF NOT EXISTS (SELECT FROM pg_policy WHERE polrelid = partition
                    AND polname = policy.polname) THEN
       EXECUTE format('CREATE POLICY %I ON %s AS %s FOR %s TO %s%s%s', policy.polname, partition,
-        CASE WHEN policy.polpermissive THEN 'PERMISSIVE' ELSE 'RESTRICTIVE' END,
-        CASE policy.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
-                           WHEN 'd' THEN 'DELETE' ELSE 'ALL' END,
-        policy.roles,
-        CASE WHEN policy.qual IS NULL THEN '' ELSE ' USING (' || policy.qual || ')' END,
-        CASE WHEN policy.with_check IS NULL THEN ''
-             ELSE ' WITH CHECK (' || policy.with_check || ')' END);
+"""
+    + _policy_clauses("        ")
+    + """
     END IF;
   END LOOP;
   IF NOT EXISTS (SELECT FROM pg_trigger WHERE tgrelid = partition
@@ -151,26 +165,21 @@ _RETENTION_TABLES = [
 
 # Recreate a replaced table's policies and grants (table and column grants) on audit_log,
 # whatever earlier revisions made them.
-_COPY_SECURITY = """DO $$
+_COPY_SECURITY = (
+    """DO $$
 DECLARE
   policy record;
   grant_row record;
 BEGIN
   FOR policy IN
-    SELECT p.polname, p.polcmd, pg_get_expr(p.polqual, p.polrelid) AS qual,
-           pg_get_expr(p.polwithcheck, p.polrelid) AS with_check, p.polpermissive,
-           (SELECT string_agg(CASE WHEN r = 0 THEN 'PUBLIC' ELSE r::regrole::text END, ', ')
-                   FROM unnest(p.polroles) AS r) AS roles
-    FROM pg_policy p WHERE p.polrelid = 'public.@SOURCE'::regclass
+"""
+    + _POLICIES_OF.replace("@TABLE", "public.@SOURCE")
+    + """
   LOOP
     EXECUTE format('CREATE POLICY %I ON public.audit_log AS %s FOR %s TO %s%s%s', policy.polname,
-      CASE WHEN policy.polpermissive THEN 'PERMISSIVE' ELSE 'RESTRICTIVE' END,
-      CASE policy.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
-                         WHEN 'd' THEN 'DELETE' ELSE 'ALL' END,
-      policy.roles,
-      CASE WHEN policy.qual IS NULL THEN '' ELSE ' USING (' || policy.qual || ')' END,
-      CASE WHEN policy.with_check IS NULL THEN ''
-           ELSE ' WITH CHECK (' || policy.with_check || ')' END);
+"""
+    + _policy_clauses("      ")
+    + """
   END LOOP;
   FOR grant_row IN
     SELECT a.grantee, string_agg(a.privilege_type, ', ') AS privileges
@@ -195,6 +204,7 @@ BEGIN
   END LOOP;
 END
 $$"""
+)
 
 
 # Recreate a replaced table's other indexes (the reader's, and any a DBA added) on audit_log,
