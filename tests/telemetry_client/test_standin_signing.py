@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_standin import INGEST, envelope, make_event
+from test_standin import INGEST, envelope
 
 from auditevt import (
     AnalyticsTrackRequest,
@@ -30,6 +30,7 @@ from auditevt import (
     WebhookVerifier,
 )
 from auditevt._cli import main
+from conftest import make_event
 from telemetry_client import (
     ENV_SIGNING_KEY,
     AsyncTelemetryClient,
