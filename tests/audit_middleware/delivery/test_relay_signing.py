@@ -25,8 +25,9 @@ from audit_middleware import (
     relay_command,
 )
 from audit_middleware.storage._tables import AUDIT_OUTBOX
-from auditevt import Action, Event, SigningKey, Timestamp
+from auditevt import SigningKey
 from auditevt._cli import main
+from conftest import write_events
 from telemetry_client import ENV_SIGNING_KEY, AsyncTelemetryClient, RetryPolicy
 from telemetry_client.testing import TelemetryStandIn
 
@@ -40,21 +41,6 @@ QUICK = RelayConfig(
 @pytest.fixture(autouse=True)
 def no_env_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(ENV_SIGNING_KEY, raising=False)
-
-
-def event(number: int) -> Event:
-    return Event(
-        action=Action.UPDATE,
-        entity_type="form",
-        entity_id=number + 1,
-        user_id=1,
-        organization_id=4,
-        ip_address="::1",
-        user_agent="signing-test",
-        request_path=f"/forms/{number + 1}",
-        status_code=200,
-        timestamp=Timestamp.now(),
-    )
 
 
 async def outbox(store: AuditStore) -> tuple[int, int]:
@@ -79,7 +65,7 @@ async def test_relay_with_a_wrong_key_keeps_every_event_then_delivers_with_the_r
     standin = TelemetryStandIn(signing_key=KEY)
     caplog.set_level(logging.WARNING)
     async with AuditStore.from_url(sqlite_url) as store:
-        event_ids = {await store.write(event(number)) for number in range(12)}
+        event_ids = set(await write_events(store, 12))
         with standin.serve() as url:
             retry = RetryPolicy(max_attempts=2, initial_wait=0.001, max_wait=0.002)
             async with AsyncTelemetryClient(
@@ -115,7 +101,7 @@ def test_relay_command_signs_with_the_key_file(tmp_path: Path, sqlite_url: str) 
 
     async def write() -> set[object]:
         async with AuditStore.from_url(sqlite_url) as store:
-            return {await store.write(event(number)) for number in range(5)}
+            return set(await write_events(store, 5))
 
     written = asyncio.run(write())
     key_file = tmp_path / "relay.key"
