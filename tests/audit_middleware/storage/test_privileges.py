@@ -23,7 +23,6 @@ from sqlalchemy.engine import make_url
 from audit_middleware import AuditStore, database_roles, migrate_sync
 from audit_middleware.storage._migrate import _alembic_config, _engine
 from audit_middleware.storage._urls import sync_url
-from auditevt import Action, Event, Timestamp
 from conftest import (
     PG_ADMIN_DSN,
     app_role,
@@ -31,12 +30,10 @@ from conftest import (
     as_role,
     database_name,
     fresh_pg_database,
+    libpq,
+    make_event,
     relay_role,
 )
-
-
-def libpq(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
 def connect(url: str, role: str | None = None, **kwargs: Any) -> psycopg.Connection[Any]:
@@ -44,26 +41,10 @@ def connect(url: str, role: str | None = None, **kwargs: Any) -> psycopg.Connect
     return psycopg.connect(libpq(url), **options, **kwargs)
 
 
-def make_event(n: int, organization_id: int = 1) -> Event:
-    return Event(
-        action=Action.UPDATE,
-        entity_type="patient",
-        entity_id=n,
-        user_id=7,
-        organization_id=organization_id,
-        ip_address="192.0.2.1",
-        user_agent="privileges",
-        request_path=f"/patients/{n}",
-        status_code=200,
-        timestamp=Timestamp.parse(f"2024-05-01T10:00:{n % 60:02d}.000000001Z"),
-        changes={"n": n},
-    )
-
-
 async def write(url: str, count: int, organization_id: int = 1) -> None:
     async with AuditStore.from_url(url) as store:
         for n in range(count):
-            await store.write(make_event(n, organization_id))
+            await store.write(make_event(n, organization_id=organization_id))
 
 
 @pytest.fixture
@@ -396,7 +377,7 @@ async def test_privileges_reader_and_outbox_ignore_temp_look_alikes(pg_url: str)
                 )
             # A planted row the admin of organization 1 must never be shown, and a forged
             # payload the relay must never send.
-            planted = make_event(50).model_copy(update={"request_path": "/planted"})
+            planted = make_event(50, organization_id=1, request_path="/planted")
             await conn.exec_driver_sql(
                 "INSERT INTO audit_log (id, event_id, action, entity_type, entity_id, user_id,"
                 " organization_id, ip_address, user_agent, request_path, status_code,"
