@@ -42,8 +42,12 @@ def seeded_url() -> Iterator[str]:
 async def _seed(url: str) -> None:
     async with AuditStore.from_url(as_app_role(url)) as store:
         for n in range(PER_ORGANIZATION):
-            await asyncio.gather(*(store.write(make_event(n, organization_id=org, user_id=1000 + n))
-                for org in ORGANIZATIONS))
+            await asyncio.gather(
+                *(
+                    store.write(make_event(n, organization_id=org, user_id=1000 + n))
+                    for org in ORGANIZATIONS
+                )
+            )
 
 
 def _event_ids(url: str) -> dict[int, set[uuid.UUID]]:
