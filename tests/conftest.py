@@ -121,6 +121,14 @@ def closed_port() -> int:
 
 
 @pytest.fixture
+def no_env_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No signing key in the environment: a developer's own must not sign a test's requests."""
+    from telemetry_client import ENV_SIGNING_KEY
+
+    monkeypatch.delenv(ENV_SIGNING_KEY, raising=False)
+
+
+@pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     """A SQLite database file in the test's temporary directory."""
     return f"sqlite+aiosqlite:///{tmp_path / 'audit.sqlite3'}"

@@ -43,9 +43,7 @@ from telemetry_client.testing import TelemetryStandIn
 KEY = SigningKey.generate()
 
 
-@pytest.fixture(autouse=True)
-def no_env_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(ENV_SIGNING_KEY, raising=False)
+pytestmark = pytest.mark.usefixtures("no_env_key")
 
 
 def ingest(count: int) -> IngestRequest:

@@ -38,9 +38,7 @@ QUICK = RelayConfig(
 )  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def no_env_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(ENV_SIGNING_KEY, raising=False)
+pytestmark = pytest.mark.usefixtures("no_env_key")
 
 
 async def outbox(store: AuditStore) -> tuple[int, int]:
