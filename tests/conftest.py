@@ -94,6 +94,22 @@ def as_app_role(url: str) -> str:
     return as_role(url, app_role(url))
 
 
+def upgrade_to(url: str, revision: str) -> None:
+    """Migrate the database at ``url`` up to ``revision`` only (an older schema, for upgrade
+    tests)."""
+    from alembic import command
+
+    from audit_middleware.storage._migrate import _alembic_config, _engine
+    from audit_middleware.storage._urls import sync_url
+
+    engine = _engine(sync_url(url))
+    try:
+        with engine.begin() as connection:
+            command.upgrade(_alembic_config(connection), revision)
+    finally:
+        engine.dispose()
+
+
 def libpq(url: str) -> str:
     """A SQLAlchemy PostgreSQL URL as a libpq DSN, for psycopg."""
     return url.replace("postgresql+psycopg://", "postgresql://", 1)

@@ -10,14 +10,11 @@ from typing import Any
 
 import psycopg
 import pytest
-from alembic import command
-from sqlalchemy import create_engine as create_sync_engine
 
 from audit_middleware import AuditStore, migrate
-from audit_middleware.storage._migrate import _alembic_config
 from audit_middleware.storage._partitions import Partitions, month_of_event_id
 from audit_middleware.storage._store import create_engine
-from conftest import eventually, libpq, make_event
+from conftest import eventually, libpq, make_event, upgrade_to
 
 
 def uuid7_at(moment: datetime) -> uuid.UUID:
@@ -26,15 +23,6 @@ def uuid7_at(moment: datetime) -> uuid.UUID:
     value = (value & ~(0xF << 76)) | (0x7 << 76)
     value = (value & ~(0x3 << 62)) | (0x2 << 62)
     return uuid.UUID(int=value)
-
-
-def upgrade_to(url: str, revision: str) -> None:
-    engine = create_sync_engine(url)
-    try:
-        with engine.begin() as conn:
-            command.upgrade(_alembic_config(conn), revision)
-    finally:
-        engine.dispose()
 
 
 def rows(url: str) -> list[tuple[Any, ...]]:

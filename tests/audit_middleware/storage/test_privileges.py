@@ -16,13 +16,10 @@ from typing import Any
 import psycopg
 import psycopg.conninfo
 import pytest
-from alembic import command
 from psycopg import errors
 from sqlalchemy.engine import make_url
 
 from audit_middleware import AuditStore, database_roles, migrate_sync
-from audit_middleware.storage._migrate import _alembic_config, _engine
-from audit_middleware.storage._urls import sync_url
 from conftest import (
     PG_ADMIN_DSN,
     app_role,
@@ -33,6 +30,7 @@ from conftest import (
     libpq,
     make_event,
     relay_role,
+    upgrade_to,
 )
 
 
@@ -214,12 +212,7 @@ def test_privileges_upgrade_from_0001_keeps_every_row(
     old_write = _store._PG_WRITE.replace(", row_hash)", ")").replace(", %(row_hash)s::bytea", "")
     assert old_write != _store._PG_WRITE
     monkeypatch.setattr(_store, "_PG_WRITE", old_write)
-    engine = _engine(sync_url(pg_url))
-    try:
-        with engine.begin() as connection:
-            command.upgrade(_alembic_config(connection), "0001")
-    finally:
-        engine.dispose()
+    upgrade_to(pg_url, "0001")
 
     # A populated 0001 database, written as its shared app role; outbox rows in every state.
     asyncio.run(write(as_role(pg_url, "auditevt_app"), 40, organization_id=3))
@@ -431,12 +424,7 @@ def test_privileges_migrating_role_that_does_not_own_the_database(
 
 def test_privileges_upgrade_keeps_an_index_built_beforehand(pg_url: str) -> None:
     # A DBA builds the new index CONCURRENTLY on a large 0001 table; 0002 then keeps it.
-    engine = _engine(sync_url(pg_url))
-    try:
-        with engine.begin() as connection:
-            command.upgrade(_alembic_config(connection), "0001")
-    finally:
-        engine.dispose()
+    upgrade_to(pg_url, "0001")
     with connect(pg_url, autocommit=True) as conn:
         conn.execute(
             "CREATE INDEX CONCURRENTLY ix_audit_log_org_ts_event"
