@@ -31,7 +31,7 @@ from audit_middleware.integrity._sealer import create_engine
 from audit_middleware.integrity._sink import load_published
 from audit_middleware.storage._store import _PG_WRITE
 from audit_middleware.storage._tables import AUDIT_LOG, AUDIT_SEALS
-from conftest import libpq, make_event
+from conftest import eventually, libpq, make_event
 
 from .integrity_helpers import FAST
 
@@ -321,10 +321,7 @@ async def test_sealer_run_forever_seals_each_interval_and_survives_a_failure(
     sealer = Sealer(pg_store.engine, key, sink=Broken(), config=config, sleep=sleep)
     await pg_store.write(make_event())
     task = asyncio.create_task(sealer.run_forever())
-    for _ in range(2000):  # bounded: a few passes
-        if passes.count(30.0) >= 3:
-            break
-        await asyncio.sleep(0.005)
+    await eventually(lambda: passes.count(30.0) >= 3)  # a few passes
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
