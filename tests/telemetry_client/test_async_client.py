@@ -29,11 +29,11 @@ from test_client import (
     body_of,
     ingest_request,
     json_answer,
-    make_event,
     status,
 )
 
 from auditevt import CONTRACT_VERSION, HealthStatus, IngestResponse, ingest_envelope_json
+from conftest import make_event
 from telemetry_client import (
     AsyncTelemetryClient,
     ClientError,

@@ -29,7 +29,6 @@ from starlette.routing import Route
 
 from auditevt import (
     CONTRACT_VERSION,
-    Action,
     AnalyticsTrackRequest,
     AnalyticsTrackResponse,
     BandwidthStatsQuery,
@@ -38,7 +37,6 @@ from auditevt import (
     ErrorCategory,
     ErrorReportRequest,
     ErrorReportResponse,
-    Event,
     HealthResponse,
     HealthStatus,
     HeartbeatEvent,
@@ -63,6 +61,7 @@ from auditevt import (
     ingest_envelope_json,
     parse_ingest_request,
 )
+from conftest import make_event
 from telemetry_client import (
     AsyncTelemetryClient,
     ClientError,
@@ -95,22 +94,6 @@ ACTOR = "k1:" + "ab" * 32
 WHEN = Timestamp.parse("2026-11-27T10:00:00.123456789Z")
 
 # Samples --------------------------------------------------------------------------------------
-
-
-def make_event(n: int) -> Event:
-    return Event(
-        action=Action.UPDATE,
-        entity_type="appointment",
-        entity_id=n,
-        user_id=7,
-        organization_id=ORG,
-        ip_address="10.0.0.1",
-        user_agent="pytest <client>",
-        request_path=f"/appointments/{n}",
-        status_code=200,
-        timestamp=WHEN,
-        changes={"status": ["booked", "cancelled"]},
-    )
 
 
 def ingest_request(count: int = 1) -> IngestRequest:

@@ -7,7 +7,6 @@ round trip through a verifying stand-in on loopback is in ``test_standin_signing
 from __future__ import annotations
 
 import gzip
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,10 +43,7 @@ KEY = SigningKey.generate()
 HEALTHY = json_answer({"status": "ok"})
 
 
-@pytest.fixture(autouse=True)
-def no_env_key(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv(ENV_SIGNING_KEY, raising=False)
-    yield
+pytestmark = pytest.mark.usefixtures("no_env_key")
 
 
 @dataclass

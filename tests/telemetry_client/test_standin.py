@@ -23,8 +23,8 @@ from auditevt import (
     IngestRequest,
     IngestStatus,
     Pseudonymizer,
-    Timestamp,
 )
+from conftest import make_event
 from telemetry_client import (
     AsyncTelemetryClient,
     ProtocolError,
@@ -47,23 +47,6 @@ INGEST = "/v1/audit/ingest"
 ACTOR = Pseudonymizer(bytes(32), key_id="k1").pseudonymize(42)
 AT = "2026-11-27T10:11:12.25Z"
 ID = uuid.UUID(int=1)
-
-
-def make_event(n: int = 1, **overrides: Any) -> Event:
-    fields: dict[str, Any] = {
-        "action": Action.UPDATE,
-        "entity_type": "patient",
-        "entity_id": n,
-        "user_id": 7,
-        "organization_id": 3,
-        "ip_address": "10.0.0.1",
-        "user_agent": "pytest",
-        "request_path": f"/patients/{n}",
-        "status_code": 200,
-        "timestamp": Timestamp.parse("2026-11-27T10:11:12.123456789+01:00"),
-    }
-    fields.update(overrides)
-    return Event(**fields)
 
 
 def envelope(*events: Event | dict[str, Any], ids: list[uuid.UUID] | None = None) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_standin import INGEST, envelope, make_event
+from test_standin import INGEST, envelope
 
 from auditevt import (
     AnalyticsTrackRequest,
@@ -30,6 +30,7 @@ from auditevt import (
     WebhookVerifier,
 )
 from auditevt._cli import main
+from conftest import make_event
 from telemetry_client import (
     ENV_SIGNING_KEY,
     AsyncTelemetryClient,
@@ -42,9 +43,7 @@ from telemetry_client.testing import TelemetryStandIn
 KEY = SigningKey.generate()
 
 
-@pytest.fixture(autouse=True)
-def no_env_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(ENV_SIGNING_KEY, raising=False)
+pytestmark = pytest.mark.usefixtures("no_env_key")
 
 
 def ingest(count: int) -> IngestRequest:

@@ -25,26 +25,11 @@ from audit_middleware import (
     RelayConfig,
 )
 from audit_middleware.storage._tables import AUDIT_OUTBOX
-from auditevt import Action, Event, Timestamp
+from conftest import write_events
 
 pytestmark = pytest.mark.anyio
 
 QUICK = OutboxBackoff(base=0.001, cap=0.002)
-
-
-def make_event(number: int) -> Event:
-    return Event(
-        action=Action.DELETE,
-        entity_type="document",
-        entity_id=number + 1,
-        user_id=2,
-        organization_id=9,
-        ip_address="203.0.113.7",
-        user_agent="exporter-seam",
-        request_path=f"/documents/{number + 1}",
-        status_code=204,
-        timestamp=Timestamp.now(),
-    )
 
 
 def config(**policy: object) -> RelayConfig:
@@ -96,10 +81,6 @@ class FailingExporter:
         return ExportResult(failure=self.failure)
 
 
-async def write(store: AuditStore, count: int) -> list[uuid.UUID]:
-    return [await store.write(make_event(number)) for number in range(count)]
-
-
 async def rows(store: AuditStore) -> list[sa.Row[tuple[object, ...]]]:
     async with store.engine.connect() as conn:
         query = sa.select(AUDIT_OUTBOX).order_by(AUDIT_OUTBOX.c.id)
@@ -132,7 +113,7 @@ async def run_for(
 
 
 async def test_relay_delivers_to_a_custom_exporter(store: AuditStore) -> None:
-    event_ids = await write(store, 25)
+    event_ids = await write_events(store, 25)
     exporter = ListExporter()
     assert isinstance(exporter, Exporter)  # the protocol, structurally
 
@@ -150,7 +131,7 @@ async def test_relay_delivers_to_a_custom_exporter(store: AuditStore) -> None:
 async def test_a_typeerror_in_the_exporter_dead_letters_nothing(
     store: AuditStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    event_ids = await write(store, 12)
+    event_ids = await write_events(store, 12)
     exporter = BuggyExporter()
     caplog.set_level(logging.ERROR, "audit_middleware.relay")
 
@@ -193,7 +174,7 @@ class WrongResultExporter:
 async def test_a_result_that_does_not_fit_the_batch_is_a_bug(
     pg_store: AuditStore, answer: object
 ) -> None:
-    await write(pg_store, 3)
+    await write_events(pg_store, 3)
 
     relay, _ = await run_for(pg_store, WrongResultExporter(answer), config(), pauses=1)
 
@@ -204,7 +185,7 @@ async def test_a_result_that_does_not_fit_the_batch_is_a_bug(
 async def test_max_attempts_dead_letters_after_that_many_retryable_failures(
     pg_store: AuditStore,
 ) -> None:
-    await write(pg_store, 2)
+    await write_events(pg_store, 2)
     exporter = FailingExporter(ExportFailure("HTTP 503: down", key="HTTP 503"))
     relay = OutboxRelay(pg_store, exporter=exporter, config=config(max_attempts=3))
 
@@ -219,7 +200,7 @@ async def test_max_attempts_dead_letters_after_that_many_retryable_failures(
 async def test_a_configuration_failure_never_dead_letters_and_logs_an_error(
     pg_store: AuditStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    await write(pg_store, 2)
+    await write_events(pg_store, 2)
     failure = ExportFailure("refused by Telemetry: 401 Unauthorized", kind="configuration")
     caplog.set_level(logging.WARNING, "audit_middleware.relay")
 
@@ -247,7 +228,7 @@ class RejectingExporter:
 async def test_a_policy_may_retry_rejected_events_instead_of_dead_lettering_them(
     pg_store: AuditStore,
 ) -> None:
-    await write(pg_store, 4)
+    await write_events(pg_store, 4)
     exporter = RejectingExporter()
     relay = OutboxRelay(pg_store, exporter=exporter, config=config(dead_letter_rejected=False))
 
@@ -258,7 +239,7 @@ async def test_a_policy_may_retry_rejected_events_instead_of_dead_lettering_them
 
 
 async def test_retry_after_delays_the_rows_in_the_database_too(pg_store: AuditStore) -> None:
-    await write(pg_store, 1)
+    await write_events(pg_store, 1)
     exporter = FailingExporter(ExportFailure("HTTP 429", retry_after=120.0, key="HTTP 429"))
 
     relay, pauses = await run_for(pg_store, exporter, config(), pauses=1)

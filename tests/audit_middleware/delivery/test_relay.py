@@ -32,8 +32,8 @@ from audit_middleware.delivery._command import RELAY_RETRY
 from audit_middleware.delivery._relay import OutboxRelay, RelayConfig, RelayStats
 from audit_middleware.storage._outbox import OutboxBackoff
 from audit_middleware.storage._tables import AUDIT_OUTBOX
-from auditevt import Action, Event, Timestamp
-from conftest import eventually
+from auditevt import Event
+from conftest import eventually, make_event, write_events
 from telemetry_client import AsyncTelemetryClient, RetryPolicy
 from telemetry_client.testing import Fault, FaultInjection, TelemetryStandIn
 
@@ -50,21 +50,6 @@ def reject_org_13(event: Event) -> str | None:
     if event.organization_id == REJECTED_ORG:
         return f"organization_id={REJECTED_ORG} is not served here"
     return None
-
-
-def make_event(number: int, *, organization_id: int = 7, padding: int = 0) -> Event:
-    return Event(
-        action=Action.UPDATE,
-        entity_type="appointment",
-        entity_id=number + 1,
-        user_id=5,
-        organization_id=organization_id,
-        ip_address="192.0.2.10",
-        user_agent="pytest" + "p" * padding,
-        request_path=f"/appointments/{number + 1}",
-        status_code=200,
-        timestamp=Timestamp.now(),
-    )
 
 
 def config(**overrides: object) -> RelayConfig:
@@ -85,10 +70,6 @@ def client_for(app: Starlette, retry: RetryPolicy = FAST_RETRY) -> AsyncTelemetr
         allow_insecure_http=True,
         retry=retry,
     )
-
-
-async def write_events(store: AuditStore, count: int, **kwargs: int) -> list[uuid.UUID]:
-    return [await store.write(make_event(number, **kwargs)) for number in range(count)]
 
 
 async def outbox_rows(store: AuditStore) -> list[sa.Row[tuple[object, ...]]]:
@@ -120,7 +101,7 @@ async def test_relay_delivers_every_event_and_empties_the_outbox(store: AuditSto
 
 
 async def test_relay_sends_event_json_verbatim(pg_store: AuditStore) -> None:
-    event = make_event(1).model_copy(update={"changes": {"note": "<b>&</b>", "n": 1.5}})
+    event = make_event(1, changes={"note": "<b>&</b>", "n": 1.5})
     event_id = await pg_store.write(event)
     standin = TelemetryStandIn()
     async with client_for(standin.app) as client:

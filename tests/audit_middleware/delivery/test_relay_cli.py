@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import socket
 
 import pytest
 
@@ -19,7 +18,7 @@ from audit_middleware import (
     migrate_sync,
     relay_command,
 )
-from auditevt import Action, Event, Timestamp
+from conftest import make_event
 from telemetry_client import RetryPolicy
 from telemetry_client.testing import TelemetryStandIn
 
@@ -38,37 +37,20 @@ def run(*args: object, **kwargs: object) -> tuple[int, str, str]:
     return status, out.getvalue(), err.getvalue()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def seed(url: str, organization_ids: list[int]) -> None:
+    """One event of each organization in the list, written to the database at ``url``."""
 
-
-def write_events(url: str, organization_ids: list[int]) -> None:
     async def write() -> None:
         async with AuditStore.from_url(url) as store:
-            for number, organization_id in enumerate(organization_ids):
-                await store.write(
-                    Event(
-                        action=Action.DELETE,
-                        entity_type="form",
-                        entity_id=number + 1,
-                        user_id=1,
-                        organization_id=organization_id,
-                        ip_address="::1",
-                        user_agent="cli-test",
-                        request_path=f"/forms/{number + 1}",
-                        status_code=204,
-                        timestamp=Timestamp.now(),
-                    )
-                )
+            for number, organization_id in enumerate(organization_ids, start=1):
+                await store.write(make_event(number, organization_id=organization_id))
 
     asyncio.run(write())
 
 
 def test_relay_command_until_empty_delivers_and_reports_dead_letters(sqlite_url: str) -> None:
     migrate_sync(sqlite_url)
-    write_events(sqlite_url, [4, 4, -1, 4])  # the stand-in rejects a negative organization
+    seed(sqlite_url, [4, 4, -1, 4])  # the stand-in rejects a negative organization
     standin = TelemetryStandIn()
     with standin.serve() as telemetry_url:
         status, out, err = run(sqlite_url, telemetry_url, True, config=QUICK)
@@ -95,8 +77,8 @@ def test_relay_command_rejects_a_bad_database_url_in_one_line() -> None:
     assert err.startswith("auditevt relay: --database-url: unsupported database URL scheme")
 
 
-def test_relay_command_reports_an_unreachable_database_in_one_line() -> None:
-    url = f"postgresql://postgres@127.0.0.1:{free_port()}/audit"
+def test_relay_command_reports_an_unreachable_database_in_one_line(closed_port: int) -> None:
+    url = f"postgresql://postgres@127.0.0.1:{closed_port}/audit"
     status, _, err = run(url, "http://127.0.0.1:9", True)
     assert status == 1
     lines = [line for line in err.splitlines() if line.startswith("auditevt relay:")]
@@ -134,7 +116,7 @@ def test_relay_command_reads_the_telemetry_url_from_the_environment(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     migrate_sync(sqlite_url)
-    write_events(sqlite_url, [9])
+    seed(sqlite_url, [9])
     standin = TelemetryStandIn()
     with standin.serve() as telemetry_url:
         monkeypatch.setenv("TELEMETRY_INTERNAL_URL", telemetry_url)

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import anyio.to_thread
@@ -27,11 +27,9 @@ from audit_middleware import (
     OutboxItem,
     OutboxRelay,
     RelayConfig,
-    migrate,
 )
 from audit_middleware.storage._tables import AUDIT_OUTBOX
-from auditevt import Action, Event, Timestamp
-from conftest import eventually
+from conftest import eventually, make_event, write_events
 from telemetry_client import AsyncTelemetryClient, RetryPolicy
 from telemetry_client.testing import Fault, FaultInjection, TelemetryStandIn
 
@@ -61,33 +59,6 @@ sys.exit(relay_command(
 """
 
 
-def make_event(number: int) -> Event:
-    return Event(
-        action=Action.CREATE,
-        entity_type="session",
-        entity_id=number + 1,
-        user_id=77,
-        organization_id=3 + number % 5,
-        ip_address="198.51.100.7",
-        user_agent="integration",
-        request_path=f"/sessions/{number + 1}",
-        status_code=201,
-        timestamp=Timestamp.now(),
-        changes={"step": number},
-    )
-
-
-@pytest.fixture
-async def store(pg_url: str) -> AsyncIterator[AuditStore]:
-    await migrate(pg_url)
-    async with AuditStore.from_url(pg_url) as audit_store:
-        yield audit_store
-
-
-async def write_events(store: AuditStore, count: int) -> list[uuid.UUID]:
-    return [await store.write(make_event(number)) for number in range(count)]
-
-
 async def outbox_rows(store: AuditStore) -> list[sa.Row[tuple[object, ...]]]:
     async with store.engine.connect() as conn:
         query = sa.select(AUDIT_OUTBOX).order_by(AUDIT_OUTBOX.c.id)
@@ -109,7 +80,7 @@ def start_relay(
 
 
 async def test_relay_delivers_exactly_n_events_through_a_receiver_failing_30_percent(
-    store: AuditStore,
+    pg_store: AuditStore,
 ) -> None:
     faults = FaultInjection(
         failure_rate=0.3,
@@ -129,12 +100,12 @@ async def test_relay_delivers_exactly_n_events_through_a_receiver_failing_30_per
     with standin.serve() as url:
         async with AsyncTelemetryClient(url, retry=retry) as client:
             relay = OutboxRelay(
-                store,
+                pg_store,
                 client,
                 config=RelayConfig(batch_size=10, backoff=QUICK_BACKOFF, metrics=False),
                 sleep=sleep,
             )
-            sink = relay.notifying(store)
+            sink = relay.notifying(pg_store)
             async with relay:  # audits happen while the relay runs, as in the app
 
                 async def audit(numbers: Sequence[int]) -> list[uuid.UUID]:
@@ -147,7 +118,7 @@ async def test_relay_delivers_exactly_n_events_through_a_receiver_failing_30_per
 
     assert len(written) == len(set(written)) == 600
     assert standin.event_ids() == set(written)  # exactly these N, none lost, none invented
-    assert await outbox_rows(store) == []
+    assert await outbox_rows(pg_store) == []
     assert (stats.pending, stats.dead_letters, stats.delivered) == (0, 0, 600)
     faults_seen = standin.fault_counts()
     assert set(faults_seen) == set(Fault), faults_seen  # every kind of failure happened
@@ -156,8 +127,8 @@ async def test_relay_delivers_exactly_n_events_through_a_receiver_failing_30_per
     assert 1.0 in pauses  # the relay paused as long as Retry-After said
 
 
-async def test_relay_killed_mid_batch_loses_nothing(store: AuditStore, pg_url: str) -> None:
-    event_ids = await write_events(store, 60)
+async def test_relay_killed_mid_batch_loses_nothing(pg_store: AuditStore, pg_url: str) -> None:
+    event_ids = await write_events(pg_store, 60)
     standin = TelemetryStandIn(FaultInjection(latency=2.0))
     with standin.serve() as url:
         relay = start_relay(pg_url, url, "forever", batch_size=20, lease=2.0)
@@ -168,9 +139,9 @@ async def test_relay_killed_mid_batch_loses_nothing(store: AuditStore, pg_url: s
             relay.send_signal(signal.SIGKILL)
             relay.communicate(timeout=30)
         assert relay.returncode == -signal.SIGKILL
-        leased = [row for row in await outbox_rows(store) if row.lease_owner is not None]
+        leased = [row for row in await outbox_rows(pg_store) if row.lease_owner is not None]
         assert len(leased) == 20  # the batch in flight: claimed, never acknowledged
-        assert len(await outbox_rows(store)) == 60
+        assert len(await outbox_rows(pg_store)) == 60
 
         standin.faults = FaultInjection()
         restarted = start_relay(pg_url, url, "until-empty", batch_size=20, lease=2.0)
@@ -178,14 +149,14 @@ async def test_relay_killed_mid_batch_loses_nothing(store: AuditStore, pg_url: s
 
     assert restarted.returncode == 0, err
     assert standin.event_ids() == set(event_ids)
-    assert await outbox_rows(store) == []
+    assert await outbox_rows(pg_store) == []
     assert "Traceback" not in err
 
 
 async def test_relay_sigterm_stops_after_the_batch_in_flight(
-    store: AuditStore, pg_url: str
+    pg_store: AuditStore, pg_url: str
 ) -> None:
-    event_ids = await write_events(store, 30)
+    event_ids = await write_events(pg_store, 30)
     standin = TelemetryStandIn(FaultInjection(latency=1.0))
     with standin.serve() as url:
         relay = start_relay(pg_url, url, "forever", batch_size=10, lease=60.0)
@@ -201,7 +172,7 @@ async def test_relay_sigterm_stops_after_the_batch_in_flight(
     assert "SIGTERM received, stopping after the batch in flight" in err
     assert "Traceback" not in err
     assert standin.event_ids() == set(event_ids[:10])  # the batch in flight was finished
-    rows = await outbox_rows(store)
+    rows = await outbox_rows(pg_store)
     assert [row.event_id for row in rows] == event_ids[10:]
     assert all(row.lease_owner is None and row.attempts == 0 for row in rows)
 
@@ -223,10 +194,10 @@ class RecordingOutbox(Outbox):
 
 
 async def test_two_relays_share_one_outbox_without_claiming_the_same_rows(
-    store: AuditStore, pg_url: str
+    pg_store: AuditStore, pg_url: str
 ) -> None:
     event_ids = [uuid.uuid4() for _ in range(800)]
-    async with store.engine.begin() as conn:  # the outbox rows alone, in one go
+    async with pg_store.engine.begin() as conn:  # the outbox rows alone, in one go
         await conn.execute(
             sa.insert(AUDIT_OUTBOX),
             [
@@ -254,7 +225,7 @@ async def test_two_relays_share_one_outbox_without_claiming_the_same_rows(
                     config=RelayConfig(batch_size=25, owner=owner, metrics=False),
                 )
                 for source, client, owner in (
-                    (store, client_a, "relay-a"),
+                    (pg_store, client_a, "relay-a"),
                     (other_store, client_b, "relay-b"),
                 )
             ]
@@ -271,23 +242,21 @@ async def test_two_relays_share_one_outbox_without_claiming_the_same_rows(
     assert standin.request_counts()[INGEST] == len(claims)
 
 
-async def test_one_relay_drains_a_sqlite_outbox_over_http(sqlite_url: str) -> None:
-    await migrate(sqlite_url)
+async def test_one_relay_drains_a_sqlite_outbox_over_http(sqlite_store: AuditStore) -> None:
     standin = TelemetryStandIn(FaultInjection(failure_rate=0.2, retry_after=0, seed=5))
-    async with AuditStore.from_url(sqlite_url) as sqlite_store:
-        event_ids = await write_events(sqlite_store, 150)  # type: ignore[arg-type]
-        with standin.serve() as url:
-            async with AsyncTelemetryClient(url, retry=QUICK_RETRY) as client:
-                relay = OutboxRelay(
-                    sqlite_store,
-                    client,
-                    config=RelayConfig(batch_size=15, backoff=QUICK_BACKOFF, metrics=False),
-                )
-                stats = await relay.run_until_empty()
-        async with sqlite_store.engine.connect() as conn:
-            remaining = (
-                await conn.execute(sa.select(sa.func.count()).select_from(AUDIT_OUTBOX))
-            ).scalar()
+    event_ids = await write_events(sqlite_store, 150)
+    with standin.serve() as url:
+        async with AsyncTelemetryClient(url, retry=QUICK_RETRY) as client:
+            relay = OutboxRelay(
+                sqlite_store,
+                client,
+                config=RelayConfig(batch_size=15, backoff=QUICK_BACKOFF, metrics=False),
+            )
+            stats = await relay.run_until_empty()
+    async with sqlite_store.engine.connect() as conn:
+        remaining = (
+            await conn.execute(sa.select(sa.func.count()).select_from(AUDIT_OUTBOX))
+        ).scalar()
 
     assert standin.event_ids() == set(event_ids)
     assert (stats.delivered, stats.pending, remaining) == (150, 0, 0)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import time
 from pathlib import Path
 
 import pytest
@@ -25,8 +24,9 @@ from audit_middleware import (
     relay_command,
 )
 from audit_middleware.storage._tables import AUDIT_OUTBOX
-from auditevt import Action, Event, SigningKey, Timestamp
+from auditevt import SigningKey
 from auditevt._cli import main
+from conftest import eventually, write_events
 from telemetry_client import ENV_SIGNING_KEY, AsyncTelemetryClient, RetryPolicy
 from telemetry_client.testing import TelemetryStandIn
 
@@ -37,24 +37,7 @@ QUICK = RelayConfig(
 )  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def no_env_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(ENV_SIGNING_KEY, raising=False)
-
-
-def event(number: int) -> Event:
-    return Event(
-        action=Action.UPDATE,
-        entity_type="form",
-        entity_id=number + 1,
-        user_id=1,
-        organization_id=4,
-        ip_address="::1",
-        user_agent="signing-test",
-        request_path=f"/forms/{number + 1}",
-        status_code=200,
-        timestamp=Timestamp.now(),
-    )
+pytestmark = pytest.mark.usefixtures("no_env_key")
 
 
 async def outbox(store: AuditStore) -> tuple[int, int]:
@@ -79,7 +62,7 @@ async def test_relay_with_a_wrong_key_keeps_every_event_then_delivers_with_the_r
     standin = TelemetryStandIn(signing_key=KEY)
     caplog.set_level(logging.WARNING)
     async with AuditStore.from_url(sqlite_url) as store:
-        event_ids = {await store.write(event(number)) for number in range(12)}
+        event_ids = set(await write_events(store, 12))
         with standin.serve() as url:
             retry = RetryPolicy(max_attempts=2, initial_wait=0.001, max_wait=0.002)
             async with AsyncTelemetryClient(
@@ -87,10 +70,7 @@ async def test_relay_with_a_wrong_key_keeps_every_event_then_delivers_with_the_r
             ) as wrong:
                 relay = OutboxRelay(store, wrong, config=QUICK)
                 await relay.start()
-                deadline = time.monotonic() + 30
-                while sum(standin.signature_refusals().values()) < 3:
-                    assert time.monotonic() < deadline, "the relay never tried"
-                    await asyncio.sleep(0.01)
+                await eventually(lambda: sum(standin.signature_refusals().values()) >= 3, within=30)
                 await relay.stop(timeout=5)
                 refused = await relay.stats()
             assert await outbox(store) == (12, 0)  # every event kept, none dead-lettered
@@ -115,7 +95,7 @@ def test_relay_command_signs_with_the_key_file(tmp_path: Path, sqlite_url: str) 
 
     async def write() -> set[object]:
         async with AuditStore.from_url(sqlite_url) as store:
-            return {await store.write(event(number)) for number in range(5)}
+            return set(await write_events(store, 5))
 
     written = asyncio.run(write())
     key_file = tmp_path / "relay.key"

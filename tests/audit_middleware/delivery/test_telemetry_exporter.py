@@ -18,7 +18,7 @@ import respx
 
 from audit_middleware import ExportResult, OutboxItem, TelemetryExporter
 from audit_middleware.storage._outbox_types import ITEM_OVERHEAD_BYTES
-from auditevt import Action, Event, Timestamp
+from conftest import make_event
 from telemetry_client import AsyncTelemetryClient, RetryPolicy
 
 pytestmark = pytest.mark.anyio
@@ -28,18 +28,7 @@ INGEST = f"{BASE}/v1/audit/ingest"
 
 
 def make_item(number: int, *, padding: int = 0) -> OutboxItem:
-    event = Event(
-        action=Action.CREATE,
-        entity_type="invoice",
-        entity_id=number + 1,
-        user_id=8,
-        organization_id=3,
-        ip_address="198.51.100.4",
-        user_agent="exporter-test" + "x" * padding,
-        request_path=f"/invoices/{number + 1}",
-        status_code=201,
-        timestamp=Timestamp.now(),
-    )
+    event = make_event(number + 1, padding=padding)
     return OutboxItem(id=number + 1, event_id=uuid.uuid4(), payload=event.to_json(), attempts=0)
 
 

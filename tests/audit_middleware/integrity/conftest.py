@@ -1,17 +1,18 @@
-"""Fixtures of the integrity tests: keys, events, a migrated database, superuser SQL."""
+"""Fixtures of the integrity tests: keys, a sealer, superuser SQL (the store is pg_store)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
-from audit_middleware import AuditStore, DirectorySink, Sealer, SigningKey, migrate
+from audit_middleware import AuditStore, DirectorySink, Sealer, SigningKey
+from conftest import libpq
 
-from .integrity_helpers import FAST, libpq
+from .integrity_helpers import FAST
 
 
 @pytest.fixture
@@ -22,14 +23,6 @@ def key() -> SigningKey:
 @pytest.fixture
 def published(tmp_path: Path) -> Path:
     return tmp_path / "published"
-
-
-@pytest.fixture
-async def db(pg_url: str) -> AsyncIterator[AuditStore]:
-    """A store on a fresh, migrated PostgreSQL database."""
-    await migrate(pg_url)
-    async with AuditStore.from_url(pg_url) as store:
-        yield store
 
 
 @pytest.fixture

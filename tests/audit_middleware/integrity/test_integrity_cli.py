@@ -12,8 +12,7 @@ import pytest
 
 from audit_middleware import AuditStore, load_public_keys, load_signing_key
 from auditevt._cli import main
-
-from .integrity_helpers import make_event
+from conftest import make_event
 
 
 async def run(argv: list[str]) -> int:
@@ -98,18 +97,18 @@ def test_cli_unreachable_database_is_one_line_and_exit_1(
 
 @pytest.mark.anyio
 async def test_cli_seal_verify_prove_and_key_rotation(
-    db: AuditStore, pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    pg_store: AuditStore, pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     old_private, old_public = keygen(tmp_path / "old", capsys)
     new_private, new_public = keygen(tmp_path / "new", capsys)
     published = tmp_path / "published"
     for organization_id in (7, 8, 7):
-        await db.write(make_event(organization_id))
+        await pg_store.write(make_event(organization_id=organization_id))
     seal = ["seal", "--database-url", pg_url, "--publish", str(published), "--settle", "0.2"]
     assert await run([*seal, "--key", str(old_private)]) == 0
     assert capsys.readouterr().out.startswith("sealed 3 rows in 1 seal(s) (seal 1..1, ids up to 3)")
     for organization_id in (8, 7):
-        await db.write(make_event(organization_id))
+        await pg_store.write(make_event(organization_id=organization_id))
     assert await run([*seal, "--key", str(new_private)]) == 0  # the key rotated
     assert "sealed 2 rows" in capsys.readouterr().out
     assert await run([*seal, "--key", str(new_private)]) == 0

@@ -7,34 +7,28 @@ import uuid
 
 import psycopg
 import pytest
-from alembic import command
 from sqlalchemy import insert
 
 from audit_middleware import SigningKey, migrate_sync, row_hash, verify_database
 from audit_middleware.integrity._columns import _expected
 from audit_middleware.integrity._sealer import Sealer, create_engine
-from audit_middleware.storage._migrate import _alembic_config, _engine, head_revision
+from audit_middleware.storage._migrate import _engine, head_revision
 from audit_middleware.storage._tables import AUDIT_LOG
 from audit_middleware.storage._urls import sync_url
 from auditevt import Event
-
-from .integrity_helpers import libpq, make_event
+from conftest import libpq, make_event, upgrade_to
 
 EVENTS = [
-    make_event(7),
-    make_event(8, request_path="/a%00b\x00c", user_agent="Zoë ☃"),
-    make_event(7, changes=None),
-    make_event(9, changes={"note": "nul \x00 inside", "emoji": "🦀"}),
+    make_event(
+        1,
+        organization_id=7,
+        timestamp="2026-12-01T07:08:09.123456789Z",
+        changes={"status": {"from": "booked", "to": "cancelled"}, "n": 1},
+    ),
+    make_event(2, organization_id=8, request_path="/a%00b\x00c", user_agent="Zoë ☃"),
+    make_event(3, organization_id=7, changes=None),
+    make_event(4, organization_id=9, changes={"note": "nul \x00 inside", "emoji": "🦀"}),
 ]
-
-
-def upgrade_to(url: str, revision: str) -> None:
-    engine = _engine(sync_url(url))
-    try:
-        with engine.begin() as connection:
-            command.upgrade(_alembic_config(connection), revision)
-    finally:
-        engine.dispose()
 
 
 def populate_at_0001(url: str) -> list[uuid.UUID]:

@@ -23,8 +23,7 @@ from audit_middleware import (
 )
 from audit_middleware.integrity._seal import GENESIS, SealFormatError, make_seal
 from audit_middleware.integrity._sink import load_published
-
-from .integrity_helpers import make_event
+from conftest import make_event
 
 
 def a_seal(key: SigningKey, seq: int = 1, prev: bytes = GENESIS) -> Seal:
@@ -113,7 +112,7 @@ def test_export_verification_names_rows_of_another_organization() -> None:
     from audit_middleware.integrity._merkle import inclusion_proof, merkle_levels
 
     key = SigningKey.generate()
-    events = [make_event(7), make_event(8)]
+    events = [make_event(1, organization_id=7), make_event(2, organization_id=8)]
     event_ids = [uuid.uuid4(), uuid.uuid4()]
     leaves = [
         leaf_hash(i + 1, row_hash(event_ids[i], events[i].to_json())) for i in range(2)

@@ -31,8 +31,9 @@ from audit_middleware.integrity._sealer import create_engine
 from audit_middleware.integrity._sink import load_published
 from audit_middleware.storage._store import _PG_WRITE
 from audit_middleware.storage._tables import AUDIT_LOG, AUDIT_SEALS
+from conftest import eventually, libpq, make_event
 
-from .integrity_helpers import FAST, libpq, make_event
+from .integrity_helpers import FAST
 
 pytestmark = pytest.mark.anyio
 
@@ -50,18 +51,18 @@ def trusted(key: SigningKey) -> dict[str, Any]:
 
 
 async def test_sealer_seals_rows_with_their_hashes_into_a_signed_chained_seal(
-    db: AuditStore, sealer_for: Callable[..., Sealer], key: SigningKey, published: Path
+    pg_store: AuditStore, sealer_for: Callable[..., Sealer], key: SigningKey, published: Path
 ) -> None:
     events = [make_event() for _ in range(5)]
-    event_ids = [await db.write(event) for event in events]
-    sealer = sealer_for(db)
+    event_ids = [await pg_store.write(event) for event in events]
+    sealer = sealer_for(pg_store)
     first = await sealer.run_once()
     assert first is not None
     assert (first.seq, first.first_id, first.last_id, first.count) == (1, 1, 5, 5)
     assert first.prev == bytes(32) and first.key_id == key.key_id
     assert first.signature_problem(trusted(key)) is None
     # The root is RFC 6962 over (id, row_hash) in id order, the hash written by the store.
-    async with db.engine.connect() as conn:
+    async with pg_store.engine.connect() as conn:
         rows = (
             await conn.execute(
                 select(AUDIT_LOG.c.id, AUDIT_LOG.c.row_hash).order_by(AUDIT_LOG.c.id)
@@ -72,7 +73,7 @@ async def test_sealer_seals_rows_with_their_hashes_into_a_signed_chained_seal(
     ]
     assert first.root == merkle_root([leaf_hash(i, bytes(h)) for i, h in rows])
     assert await sealer.run_once() is None  # nothing new
-    await db.write(make_event())
+    await pg_store.write(make_event())
     second = await sealer.run_once()
     assert second is not None
     assert (second.seq, second.first_id, second.last_id, second.prev) == (2, 6, 6, first.hash)
@@ -83,38 +84,38 @@ async def test_sealer_seals_rows_with_their_hashes_into_a_signed_chained_seal(
 
 
 async def test_sealer_late_commit_with_a_low_id_goes_into_the_next_seal(
-    db: AuditStore, pg_url: str, sealer_for: Callable[..., Sealer], key: SigningKey
+    pg_store: AuditStore, pg_url: str, sealer_for: Callable[..., Sealer], key: SigningKey
 ) -> None:
-    sealer = sealer_for(db)
-    await db.write(make_event())  # id 1
+    sealer = sealer_for(pg_store)
+    await pg_store.write(make_event())  # id 1
     first = await sealer.run_once()
     assert first is not None and (first.first_id, first.last_id) == (1, 1)
     # A writer draws id 2 and keeps its transaction open...
     late = psycopg.connect(libpq(pg_url))
-    late.execute(_PG_WRITE, db._params(make_event(), new_event_id()))
+    late.execute(_PG_WRITE, pg_store._params(make_event(), new_event_id()))
     # ...while rows 3..6 commit and a seal runs: it must not seal past id 2.
     for _ in range(4):
-        await db.write(make_event())
+        await pg_store.write(make_event())
     assert await sealer.run_once() is None
     assert await sealer.run_once() is None  # still open: still nothing safe
     late.commit()
     late.close()
     second = await sealer.run_once()
     assert second is not None and (second.first_id, second.last_id) == (2, 6)
-    assert await sealed_ids(db, 2) == [2, 3, 4, 5, 6]
-    report = await verify_database(db.engine, trusted(key))
+    assert await sealed_ids(pg_store, 2) == [2, 3, 4, 5, 6]
+    report = await verify_database(pg_store.engine, trusted(key))
     assert report.ok and report.unsealed_rows == 0, report.findings
 
 
 async def test_sealer_a_fresh_sealer_waits_for_writers_it_has_not_seen_start(
-    db: AuditStore, pg_url: str, key: SigningKey
+    pg_store: AuditStore, pg_url: str, key: SigningKey
 ) -> None:
     # No earlier observation: an open writer's ids are unknown, so nothing above the last seal
     # is safe until it ends, whatever ids are visible.
     with psycopg.connect(libpq(pg_url)) as late:
-        late.execute(_PG_WRITE, db._params(make_event(), new_event_id()))  # id 1
-        await db.write(make_event())  # id 2, committed
-        async with Sealer(db.engine, key, config=FAST) as sealer:
+        late.execute(_PG_WRITE, pg_store._params(make_event(), new_event_id()))  # id 1
+        await pg_store.write(make_event())  # id 2, committed
+        async with Sealer(pg_store.engine, key, config=FAST) as sealer:
             assert await sealer.run_once() is None
             late.commit()
             seal = await sealer.run_once()
@@ -122,26 +123,28 @@ async def test_sealer_a_fresh_sealer_waits_for_writers_it_has_not_seen_start(
 
 
 async def test_sealer_clean_log_of_concurrent_writers_and_late_commits_verifies_clean(
-    db: AuditStore,
+    pg_store: AuditStore,
     pg_url: str,
     sealer_for: Callable[..., Sealer],
     key: SigningKey,
     published: Path,
 ) -> None:
-    sealer = sealer_for(db)
+    sealer = sealer_for(pg_store)
     stop = asyncio.Event()
     written: list[int] = []
 
     async def writer(organization_id: int) -> None:
         for _ in range(40):
-            await db.write(make_event(organization_id))
+            await pg_store.write(make_event(organization_id=organization_id))
             written.append(1)
 
     async def late_writer() -> None:
         # Three transactions that draw an id, then commit after later rows and seals.
         for _ in range(3):
             conn = await psycopg.AsyncConnection.connect(libpq(pg_url))
-            await conn.execute(_PG_WRITE, db._params(make_event(9), new_event_id()))
+            await conn.execute(
+                _PG_WRITE, pg_store._params(make_event(organization_id=9), new_event_id())
+            )
             await asyncio.sleep(0.15)
             await conn.commit()
             await conn.close()
@@ -159,18 +162,18 @@ async def test_sealer_clean_log_of_concurrent_writers_and_late_commits_verifies_
     for _ in range(10):  # the rest, now that every writer is done
         if await sealer.run_once() is None:
             break
-    report = await verify_database(db.engine, trusted(key), published=str(published))
+    report = await verify_database(pg_store.engine, trusted(key), published=str(published))
     assert report.problems == () and report.unsealed_rows == 0
     assert report.rows_checked == len(written) == 163
     assert sealer.stats.rows_sealed == 163
 
 
-async def test_sealer_splits_a_backlog_by_max_rows(db: AuditStore, key: SigningKey) -> None:
+async def test_sealer_splits_a_backlog_by_max_rows(pg_store: AuditStore, key: SigningKey) -> None:
     from audit_middleware import SealerConfig
 
     for _ in range(7):
-        await db.write(make_event())
-    sealer = Sealer(db.engine, key, config=SealerConfig(max_rows=3, settle=0.2))
+        await pg_store.write(make_event())
+    sealer = Sealer(pg_store.engine, key, config=SealerConfig(max_rows=3, settle=0.2))
     seals = [await sealer.run_once() for _ in range(4)]
     assert [(s.first_id, s.last_id, s.count) for s in seals if s] == [
         (1, 3, 3), (4, 6, 3), (7, 7, 1),
@@ -179,7 +182,7 @@ async def test_sealer_splits_a_backlog_by_max_rows(db: AuditStore, key: SigningK
 
 
 async def test_sealer_publishes_again_after_a_sink_failure(
-    db: AuditStore, key: SigningKey, tmp_path: Path
+    pg_store: AuditStore, key: SigningKey, tmp_path: Path
 ) -> None:
     from audit_middleware import IntegrityError
 
@@ -194,11 +197,11 @@ async def test_sealer_publishes_again_after_a_sink_failure(
             self.inner.publish(seal)
 
     sink = Flaky()
-    await db.write(make_event())
-    sealer = Sealer(db.engine, key, sink=sink, config=FAST)
+    await pg_store.write(make_event())
+    sealer = Sealer(pg_store.engine, key, sink=sink, config=FAST)
     with pytest.raises(IntegrityError, match="seal 1 committed but not published: bucket"):
         await sealer.run_once()
-    await db.write(make_event())
+    await pg_store.write(make_event())
     with pytest.raises(IntegrityError, match="seal 1, 2 committed but not published: bucket"):
         await sealer.run_once()  # a refusing sink does not stop sealing
     assert sealer.stats.seal_failures == 2 and sealer.stats.seals_written == 2
@@ -208,15 +211,15 @@ async def test_sealer_publishes_again_after_a_sink_failure(
 
 
 async def test_sealer_refuses_to_chain_onto_a_damaged_seal(
-    db: AuditStore, key: SigningKey, superuser: Callable[..., Any]
+    pg_store: AuditStore, key: SigningKey, superuser: Callable[..., Any]
 ) -> None:
     from audit_middleware import IntegrityError
 
-    await db.write(make_event())
-    sealer = Sealer(db.engine, key, config=FAST)
+    await pg_store.write(make_event())
+    sealer = Sealer(pg_store.engine, key, config=FAST)
     await sealer.run_once()
     superuser("UPDATE audit_seals SET body = 'garbage'")
-    await db.write(make_event())
+    await pg_store.write(make_event())
     with pytest.raises(IntegrityError, match=r"latest seal is damaged .* run auditevt verify"):
         await sealer.run_once()
 
@@ -227,11 +230,11 @@ async def test_sealer_and_verifier_on_sqlite(
     await migrate(sqlite_url)
     async with AuditStore.from_url(sqlite_url) as store:
         for organization_id in (1, 2, 1):
-            await store.write(make_event(organization_id))
+            await store.write(make_event(organization_id=organization_id))
         sealer = Sealer(store.engine, key, sink=DirectorySink(tmp_path / "pub"))
         seal = await sealer.run_once()
         assert seal is not None and (seal.first_id, seal.last_id, seal.count) == (1, 3, 3)
-        await store.write(make_event(2))
+        await store.write(make_event(organization_id=2))
         report = await verify_database(store.engine, trusted(key), published=str(tmp_path / "pub"))
         assert report.ok and report.unsealed_rows == 1 and report.rows_checked == 4
         scoped = await verify_database(store.engine, trusted(key), organization=2)
@@ -249,14 +252,16 @@ async def test_sealer_and_verifier_on_sqlite(
     assert "user_id (column 1234" in report.problems[0].message
 
 
-async def test_sealer_metrics_are_read_at_scrape_time(db: AuditStore, key: SigningKey) -> None:
+async def test_sealer_metrics_are_read_at_scrape_time(
+    pg_store: AuditStore, key: SigningKey
+) -> None:
     prometheus_client = pytest.importorskip("prometheus_client")
     registry = prometheus_client.CollectorRegistry()
     stats = IntegrityStats()
-    sealer = Sealer(db.engine, key, config=FAST, stats=stats, registry=registry)
-    await db.write(make_event())
+    sealer = Sealer(pg_store.engine, key, config=FAST, stats=stats, registry=registry)
+    await pg_store.write(make_event())
     await sealer.run_once()
-    await db.write(make_event())
+    await pg_store.write(make_event())
     stats.oldest_unsealed_at = 1.0  # as if the unsealed row were very old
     assert registry.get_sample_value("auditevt_seal_rows_sealed_total") == 1
     assert registry.get_sample_value("auditevt_seals_written_total") == 1
@@ -270,7 +275,7 @@ async def test_sealer_metrics_are_read_at_scrape_time(db: AuditStore, key: Signi
 
 
 async def test_sealer_runs_as_a_member_of_the_sealer_role_under_forced_rls(
-    db: AuditStore, pg_url: str, key: SigningKey
+    pg_store: AuditStore, pg_url: str, key: SigningKey
 ) -> None:
     from audit_middleware.integrity._role import sealer_role
 
@@ -280,7 +285,7 @@ async def test_sealer_runs_as_a_member_of_the_sealer_role_under_forced_rls(
         admin.execute(f'CREATE ROLE {role} LOGIN IN ROLE "{group}"')
     try:
         for organization_id in (1, 2, 3):
-            await db.write(make_event(organization_id))
+            await pg_store.write(make_event(organization_id=organization_id))
         url = pg_url.replace("postgres@", f"{role}@", 1)
         async with Sealer.from_url(url, key, config=FAST) as sealer:
             seal = await sealer.run_once()  # every organization's rows, not none of them
@@ -298,7 +303,7 @@ async def test_sealer_runs_as_a_member_of_the_sealer_role_under_forced_rls(
 
 
 async def test_sealer_run_forever_seals_each_interval_and_survives_a_failure(
-    db: AuditStore, key: SigningKey, caplog: pytest.LogCaptureFixture
+    pg_store: AuditStore, key: SigningKey, caplog: pytest.LogCaptureFixture
 ) -> None:
     from audit_middleware import SealerConfig
 
@@ -313,13 +318,10 @@ async def test_sealer_run_forever_seals_each_interval_and_survives_a_failure(
             raise OSError("disk full")
 
     config = SealerConfig(interval=30.0, settle=0.2, poll_interval=0.005)
-    sealer = Sealer(db.engine, key, sink=Broken(), config=config, sleep=sleep)
-    await db.write(make_event())
+    sealer = Sealer(pg_store.engine, key, sink=Broken(), config=config, sleep=sleep)
+    await pg_store.write(make_event())
     task = asyncio.create_task(sealer.run_forever())
-    for _ in range(2000):  # bounded: a few passes
-        if passes.count(30.0) >= 3:
-            break
-        await asyncio.sleep(0.005)
+    await eventually(lambda: passes.count(30.0) >= 3)  # a few passes
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -328,14 +330,14 @@ async def test_sealer_run_forever_seals_each_interval_and_survives_a_failure(
 
 
 async def test_sealer_verify_counts_runs_and_failures(
-    db: AuditStore, key: SigningKey, pg_url: str
+    pg_store: AuditStore, key: SigningKey, pg_url: str
 ) -> None:
-    await db.write(make_event())
-    await Sealer(db.engine, key, config=FAST).run_once()
+    await pg_store.write(make_event())
+    await Sealer(pg_store.engine, key, config=FAST).run_once()
     stats = IntegrityStats()
-    assert (await verify_database(db.engine, trusted(key), stats=stats)).ok
+    assert (await verify_database(pg_store.engine, trusted(key), stats=stats)).ok
     with psycopg.connect(libpq(pg_url)) as conn:
         conn.execute("ALTER TABLE audit_log DISABLE TRIGGER USER")
         conn.execute("UPDATE audit_log SET status_code = 201")
-    assert not (await verify_database(db.engine, trusted(key), stats=stats)).ok
+    assert not (await verify_database(pg_store.engine, trusted(key), stats=stats)).ok
     assert (stats.verify_runs, stats.verify_failures) == (2, 1)

@@ -26,10 +26,14 @@ from audit_middleware import (
     verify_database,
 )
 from audit_middleware.integrity._seal import SEAL_TAG, Seal, canonical_body
+from conftest import make_event
 
-from .integrity_helpers import FAST, make_event
+from .integrity_helpers import FAST
 
 pytestmark = pytest.mark.anyio
+
+# Nanoseconds in the timestamp: its column copy keeps microseconds, the JSON all nine digits.
+EXACT_TIME = "2026-12-01T07:08:09.123456789Z"
 
 SQL = Callable[..., list[tuple[Any, ...]]]
 
@@ -49,7 +53,14 @@ async def build_log(store: AuditStore, sealer: Sealer, sql: SQL) -> None:
         nonlocal number
         for _ in range(count):
             number += 1
-            await store.write(make_event(7 if number % 2 else 8))
+            organization_id = 7 if number % 2 else 8
+            # Changes and nanoseconds: the columns verify compares with the JSON are all set.
+            changes = {"status": {"from": "booked", "to": "cancelled"}, "n": number}
+            await store.write(
+                make_event(
+                    number, organization_id=organization_id, changes=changes, timestamp=EXACT_TIME
+                )
+            )
 
     await write(10)
     assert (await sealer.run_once()) is not None
@@ -63,9 +74,9 @@ async def build_log(store: AuditStore, sealer: Sealer, sql: SQL) -> None:
 
 
 @pytest.fixture
-async def log(db: AuditStore, key: SigningKey, published: Path, superuser: SQL) -> Log:
-    sealer = Sealer(db.engine, key, sink=DirectorySink(published), config=FAST)
-    await build_log(db, sealer, superuser)
+async def log(pg_store: AuditStore, key: SigningKey, published: Path, superuser: SQL) -> Log:
+    sealer = Sealer(pg_store.engine, key, sink=DirectorySink(published), config=FAST)
+    await build_log(pg_store, sealer, superuser)
     rows = superuser("SELECT id FROM audit_log ORDER BY id")
     assert [r[0] for r in rows] == [*range(1, 13), *range(14, 34)]
     seals = superuser("SELECT seq, first_id, last_id, row_count FROM audit_seals ORDER BY seq")
@@ -300,10 +311,10 @@ SCENARIOS = [
 
 
 async def test_tamper_clean_log_has_no_finding_but_the_unsealed_tail(
-    log: Log, db: AuditStore
+    log: Log, pg_store: AuditStore
 ) -> None:
     report = await verify_database(
-        db.engine, {log.key.key_id: log.key.public_key}, published=str(log.published)
+        pg_store.engine, {log.key.key_id: log.key.public_key}, published=str(log.published)
     )
     assert report.ok, report.problems
     assert [(f.kind, f.row_id, f.problem) for f in report.findings] == [
@@ -314,14 +325,14 @@ async def test_tamper_clean_log_has_no_finding_but_the_unsealed_tail(
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.__name__ for s in SCENARIOS])
 async def test_tamper_is_detected_and_named(
-    log: Log, db: AuditStore, scenario: Callable[..., Any]
+    log: Log, pg_store: AuditStore, scenario: Callable[..., Any]
 ) -> None:
     if scenario is reseal_everything_with_a_foreign_key:
-        expected = await scenario(log, db)
+        expected = await scenario(log, pg_store)
     else:
         expected = scenario(log)
     report = await verify_database(
-        db.engine, {log.key.key_id: log.key.public_key}, published=str(log.published)
+        pg_store.engine, {log.key.key_id: log.key.public_key}, published=str(log.published)
     )
     assert not report.ok
     named = {(f.kind, f.row_id, f.seal) for f in report.problems}

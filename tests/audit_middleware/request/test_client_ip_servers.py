@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -24,22 +23,17 @@ import pytest
 from apps.audited_app import create_app
 
 from audit_middleware import migrate_sync
+from conftest import free_port
 from telemetry_client.testing import serve_asgi
 
 TESTS_DIR = Path(__file__).parent
 SPOOFED = "6.6.6.6"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def uvicorn_process(database: str, trusted: str, *options: str) -> Iterator[str]:
     """``uvicorn apps.audited_app:create_app`` in its own process; yields its base URL."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "AUDIT_TEST_DATABASE_URL": database, "AUDIT_TEST_TRUSTED_PROXIES": trusted}
     env.pop("FORWARDED_ALLOW_IPS", None)  # uvicorn's own default, as shipped
     command = [

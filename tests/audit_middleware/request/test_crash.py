@@ -15,7 +15,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ import psycopg
 import pytest
 
 from audit_middleware import AuditStore, migrate_sync
+from conftest import free_port, libpq
 
 TESTS_DIR = Path(__file__).parent
 KILLS = 6
@@ -40,16 +40,6 @@ ROUTES = [
     "/patients/raise",
     "/patients/conflict",
 ]
-
-
-def libpq(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _start(url: str, port: int) -> subprocess.Popen[bytes]:
@@ -177,7 +167,7 @@ def test_crash_sigkill_mid_load_leaves_every_change_with_its_audit_row(
     kills = []
     previous = {"patients": 0, "audit_rows": 0, "success_rows": 0}
     for round_ in range(KILLS):
-        port = _free_port()
+        port = free_port()
         process = _start(crash_db, port)
         try:
             seen = asyncio.run(_load(f"http://127.0.0.1:{port}", round_, process))

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -29,7 +27,6 @@ from audit_middleware import (
     AuditStore,
     RedactionPolicy,
     TrustedProxies,
-    migrate,
     record,
 )
 from audit_middleware.storage._tables import AUDIT_LOG, AUDIT_OUTBOX
@@ -94,22 +91,6 @@ def client(app: Any, *, raise_app_exceptions: bool = True) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=transport, base_url="http://testserver")
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-async def store(sqlite_url: str) -> AsyncIterator[AuditStore]:
-    await migrate(sqlite_url)
-    store = AuditStore.from_url(sqlite_url)
-    try:
-        yield store
-    finally:
-        await store.aclose()
-
-
 def http_scope(method: str = "POST", path: str = "/patients") -> dict[str, Any]:
     return {
         "type": "http",
@@ -146,9 +127,9 @@ class ListSink:
 
 
 @pytest.mark.anyio
-async def test_middleware_writes_the_event_and_its_outbox_row(store: AuditStore) -> None:
+async def test_middleware_writes_the_event_and_its_outbox_row(sqlite_store: AuditStore) -> None:
     before = Timestamp.now()
-    async with client(build_starlette(store)) as http:
+    async with client(build_starlette(sqlite_store)) as http:
         response = await http.post(
             "/patients?access_token=abc&q=1",
             json={"id": 41, "changes": {"name": "Ann", "password": "hunter2"}},
@@ -156,7 +137,7 @@ async def test_middleware_writes_the_event_and_its_outbox_row(store: AuditStore)
         )
     after = Timestamp.now()
     assert response.status_code == 201
-    [row], [outbox] = await fetch_rows(store)
+    [row], [outbox] = await fetch_rows(sqlite_store)
     assert (row.action, row.entity_type, row.entity_id) == ("CREATE", "patient", 41)
     assert (row.user_id, row.organization_id, row.status_code) == (7, 3, 201)
     assert row.ip_address == "127.0.0.1"
@@ -174,8 +155,8 @@ async def test_middleware_writes_the_event_and_its_outbox_row(store: AuditStore)
 
 
 @pytest.mark.anyio
-async def test_middleware_actions_entities_and_statuses(store: AuditStore) -> None:
-    async with client(build_starlette(store)) as http:
+async def test_middleware_actions_entities_and_statuses(sqlite_store: AuditStore) -> None:
+    async with client(build_starlette(sqlite_store)) as http:
         assert (
             await http.put("/patients/5", json={"changes": {"a": 1}}, headers=USER)
         ).status_code == 200
@@ -187,7 +168,7 @@ async def test_middleware_actions_entities_and_statuses(store: AuditStore) -> No
             "/patients/7/appointments", json={"appointment_id": 99, "at": "10:00"}, headers=USER
         )
         assert response.status_code == 201
-    rows, outbox = await fetch_rows(store)
+    rows, outbox = await fetch_rows(sqlite_store)
     assert [(r.action, r.entity_type, r.entity_id, r.status_code) for r in rows] == [
         ("UPDATE", "patient", 5, 200),
         ("UPDATE", "patient", 6, 202),
@@ -200,26 +181,26 @@ async def test_middleware_actions_entities_and_statuses(store: AuditStore) -> No
 
 
 @pytest.mark.anyio
-async def test_middleware_get_head_options_are_not_audited(store: AuditStore) -> None:
-    async with client(build_starlette(store)) as http:
+async def test_middleware_get_head_options_are_not_audited(sqlite_store: AuditStore) -> None:
+    async with client(build_starlette(sqlite_store)) as http:
         response = await http.get("/patients/5", headers=USER)
         assert response.json() == {"id": 5, "audited": False}
         assert (await http.head("/patients/5", headers=USER)).status_code == 200
         assert (await http.options("/patients/5", headers=USER)).status_code == 405
         assert (await http.get("/health")).status_code == 200
-    assert await fetch_rows(store) == ([], [])
+    assert await fetch_rows(sqlite_store) == ([], [])
 
 
 @pytest.mark.anyio
-async def test_middleware_each_failure_mode_gives_exactly_one_row(store: AuditStore) -> None:
-    app = build_starlette(store)
+async def test_middleware_each_failure_mode_gives_exactly_one_row(sqlite_store: AuditStore) -> None:
+    app = build_starlette(sqlite_store)
     async with client(app, raise_app_exceptions=False) as http:
         assert (await http.post("/errors/bad-request", headers=USER)).status_code == 400
         assert (await http.post("/errors/server-error", headers=USER)).status_code == 500
         assert (await http.post("/errors/raise", headers=USER)).status_code == 500
         assert (await http.post("/nowhere/12", headers=USER)).status_code == 404
         assert (await http.put("/patients", headers=USER)).status_code == 405
-    rows, outbox = await fetch_rows(store)
+    rows, outbox = await fetch_rows(sqlite_store)
     assert [(r.request_path, r.status_code) for r in rows] == [
         ("/errors/bad-request", 400),
         ("/errors/server-error", 500),
@@ -235,30 +216,32 @@ async def test_middleware_each_failure_mode_gives_exactly_one_row(store: AuditSt
 
 
 @pytest.mark.anyio
-async def test_middleware_exception_is_audited_as_500_and_reraised(store: AuditStore) -> None:
+async def test_middleware_exception_is_audited_as_500_and_reraised(
+    sqlite_store: AuditStore,
+) -> None:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         scope["state"]["audit_organization_id"] = 4
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
-        await AuditMiddleware(app, sink=store)(http_scope(), empty_receive, _discard)
-    [row], _ = await fetch_rows(store)
+        await AuditMiddleware(app, sink=sqlite_store)(http_scope(), empty_receive, _discard)
+    [row], _ = await fetch_rows(sqlite_store)
     assert (row.status_code, row.organization_id, row.ip_address) == (500, 4, "192.0.2.10")
 
 
 @pytest.mark.anyio
-async def test_middleware_app_without_response_is_audited_as_500(store: AuditStore) -> None:
+async def test_middleware_app_without_response_is_audited_as_500(sqlite_store: AuditStore) -> None:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         return None
 
-    await AuditMiddleware(app, sink=store)(http_scope(), empty_receive, _discard)
-    [row], _ = await fetch_rows(store)
+    await AuditMiddleware(app, sink=sqlite_store)(http_scope(), empty_receive, _discard)
+    [row], _ = await fetch_rows(sqlite_store)
     assert row.status_code == 500
 
 
 @pytest.mark.anyio
 async def test_middleware_client_disconnect_before_response_is_audited_once(
-    store: AuditStore,
+    sqlite_store: AuditStore,
 ) -> None:
     async def receive() -> dict[str, Any]:
         return {"type": "http.disconnect"}
@@ -268,18 +251,18 @@ async def test_middleware_client_disconnect_before_response_is_audited_once(
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    app = build_starlette(store)
+    app = build_starlette(sqlite_store)
     scope = http_scope("POST", "/read-body")
     scope["headers"] += [(b"x-test-user", b"8"), (b"x-test-org", b"2")]
     with pytest.raises(ClientDisconnect):
         await app(scope, receive, send)
-    [row], [_] = await fetch_rows(store)
+    [row], [_] = await fetch_rows(sqlite_store)
     # 499: the client closed the request before any answer (nginx's convention).
     assert (row.status_code, row.user_id, row.organization_id) == (499, 8, 2)
 
 
 @pytest.mark.anyio
-async def test_middleware_cancelled_request_is_still_audited(store: AuditStore) -> None:
+async def test_middleware_cancelled_request_is_still_audited(sqlite_store: AuditStore) -> None:
     entered = anyio.Event()
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -287,17 +270,17 @@ async def test_middleware_cancelled_request_is_still_audited(store: AuditStore) 
         entered.set()
         await anyio.sleep_forever()
 
-    middleware = AuditMiddleware(app, sink=store)
+    middleware = AuditMiddleware(app, sink=sqlite_store)
     async with anyio.create_task_group() as tg:
         tg.start_soon(middleware, http_scope(), empty_receive, _discard)
         await entered.wait()
         tg.cancel_scope.cancel()
-    [row], [_] = await fetch_rows(store)
+    [row], [_] = await fetch_rows(sqlite_store)
     assert (row.status_code, row.organization_id) == (499, 5)
 
 
 @pytest.mark.anyio
-async def test_middleware_send_failing_after_write_gives_one_row(store: AuditStore) -> None:
+async def test_middleware_send_failing_after_write_gives_one_row(sqlite_store: AuditStore) -> None:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         scope["state"]["audit_organization_id"] = 6
         await send({"type": "http.response.start", "status": 201, "headers": []})
@@ -307,17 +290,17 @@ async def test_middleware_send_failing_after_write_gives_one_row(store: AuditSto
         raise OSError("connection reset by peer")
 
     with pytest.raises(OSError, match="reset"):
-        await AuditMiddleware(app, sink=store)(http_scope(), empty_receive, broken_send)
-    [row], [_] = await fetch_rows(store)
+        await AuditMiddleware(app, sink=sqlite_store)(http_scope(), empty_receive, broken_send)
+    [row], [_] = await fetch_rows(sqlite_store)
     assert row.status_code == 201
 
 
 @pytest.mark.anyio
-async def test_middleware_streaming_response_is_audited_once(store: AuditStore) -> None:
-    async with client(build_starlette(store)) as http:
+async def test_middleware_streaming_response_is_audited_once(sqlite_store: AuditStore) -> None:
+    async with client(build_starlette(sqlite_store)) as http:
         response = await http.post("/stream", headers=USER)
     assert response.text == "chunk0\nchunk1\nchunk2\n"
-    [row], _ = await fetch_rows(store)
+    [row], _ = await fetch_rows(sqlite_store)
     assert row.status_code == 201
 
 
@@ -349,16 +332,16 @@ class CountAtResponseStart:
 
 @pytest.mark.anyio
 async def test_middleware_row_is_committed_before_the_response_starts(
-    store: AuditStore, sqlite_url: str
+    sqlite_store: AuditStore, sqlite_url: str
 ) -> None:
     observer_store = AuditStore.from_url(sqlite_url)
-    app = CountAtResponseStart(build_starlette(store), observer_store.engine)
+    app = CountAtResponseStart(build_starlette(sqlite_store), observer_store.engine)
     try:
         async with client(app) as http:
             for i in range(1, 11):
                 response = await http.post("/patients", json={"id": i}, headers=USER)
                 assert response.status_code == 201
-                rows, outbox = await fetch_rows(store)
+                rows, outbox = await fetch_rows(sqlite_store)
                 assert len(rows) == len(outbox) == i
     finally:
         await observer_store.aclose()
@@ -370,9 +353,9 @@ async def test_middleware_row_is_committed_before_the_response_starts(
 
 @pytest.mark.anyio
 async def test_middleware_database_unreachable_answers_503(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, closed_port: int
 ) -> None:
-    dead = AuditStore.from_url(f"postgresql+psycopg://postgres@127.0.0.1:{closed_port()}/x")
+    dead = AuditStore.from_url(f"postgresql+psycopg://postgres@127.0.0.1:{closed_port}/x")
     stats = AuditStats()
     try:
         async with client(build_starlette(dead, stats=stats)) as http:
@@ -410,21 +393,21 @@ async def test_middleware_sqlite_unopenable_answers_503(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_middleware_bad_identity_value_answers_503(store: AuditStore) -> None:
+async def test_middleware_bad_identity_value_answers_503(sqlite_store: AuditStore) -> None:
     config = AuditConfig(identity_resolver=lambda scope: (7, "3"))  # type: ignore[arg-type,return-value]
     stats = AuditStats()
-    async with client(build_starlette(store, config, stats)) as http:
+    async with client(build_starlette(sqlite_store, config, stats)) as http:
         response = await http.post("/patients", json={"id": 1})
     assert response.status_code == 503
     assert stats.failed == 1
-    assert await fetch_rows(store) == ([], [])
+    assert await fetch_rows(sqlite_store) == ([], [])
 
 
 @pytest.mark.anyio
 async def test_middleware_fail_open_releases_the_response_loudly(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, closed_port: int
 ) -> None:
-    dead = AuditStore.from_url(f"postgresql+psycopg://postgres@127.0.0.1:{closed_port()}/x")
+    dead = AuditStore.from_url(f"postgresql+psycopg://postgres@127.0.0.1:{closed_port}/x")
     stats = AuditStats()
     try:
         app = build_starlette(dead, AuditConfig(fail_open=True), stats)
@@ -456,15 +439,15 @@ async def test_middleware_write_timeout_answers_503() -> None:
 
 @pytest.mark.anyio
 async def test_middleware_missing_organization_is_audited_as_anonymous(
-    store: AuditStore, caplog: pytest.LogCaptureFixture
+    sqlite_store: AuditStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     stats = AuditStats()
-    async with client(build_starlette(store, stats=stats)) as http:
+    async with client(build_starlette(sqlite_store, stats=stats)) as http:
         assert (await http.post("/patients", json={"id": 1})).status_code == 201
         assert (
             await http.post("/patients", json={"id": 2}, headers={"x-test-user": "9"})
         ).status_code == 201
-    rows, _ = await fetch_rows(store)
+    rows, _ = await fetch_rows(sqlite_store)
     assert [(r.user_id, r.organization_id) for r in rows] == [(0, 0), (9, 0)]
     assert stats.anonymous == 2
     # Once a minute per route, not once a request.
@@ -473,24 +456,24 @@ async def test_middleware_missing_organization_is_audited_as_anonymous(
 
 @pytest.mark.anyio
 async def test_middleware_missing_organization_can_be_skipped_or_given_an_id(
-    store: AuditStore,
+    sqlite_store: AuditStore,
 ) -> None:
     stats = AuditStats()
-    skip = build_starlette(store, AuditConfig(on_missing_organization="skip"), stats)
+    skip = build_starlette(sqlite_store, AuditConfig(on_missing_organization="skip"), stats)
     async with client(skip) as http:
         assert (await http.post("/patients", json={"id": 1})).status_code == 201
         assert (await http.post("/patients", json={"id": 2}, headers=USER)).status_code == 201
     assert stats.skipped == 1
-    anonymous = build_starlette(store, AuditConfig(anonymous_organization_id=-1))
+    anonymous = build_starlette(sqlite_store, AuditConfig(anonymous_organization_id=-1))
     async with client(anonymous) as http:
         assert (await http.post("/patients", json={"id": 3})).status_code == 201
-    rows, _ = await fetch_rows(store)
+    rows, _ = await fetch_rows(sqlite_store)
     assert [(r.entity_id, r.organization_id) for r in rows] == [(2, 3), (3, -1)]
 
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("is_async", [False, True])
-async def test_middleware_identity_resolver(store: AuditStore, is_async: bool) -> None:
+async def test_middleware_identity_resolver(sqlite_store: AuditStore, is_async: bool) -> None:
     def sync_resolver(scope: Any) -> tuple[int | None, int | None]:
         headers = dict(scope["headers"])
         return int(headers[b"x-uid"]), int(headers[b"x-oid"])
@@ -499,21 +482,21 @@ async def test_middleware_identity_resolver(store: AuditStore, is_async: bool) -
         return sync_resolver(scope)
 
     config = AuditConfig(identity_resolver=async_resolver if is_async else sync_resolver)
-    async with client(build_starlette(store, config)) as http:
+    async with client(build_starlette(sqlite_store, config)) as http:
         response = await http.post(
             "/patients", json={"id": 1}, headers={"x-uid": "70", "x-oid": "30"}
         )
     assert response.status_code == 201
-    [row], _ = await fetch_rows(store)
+    [row], _ = await fetch_rows(sqlite_store)
     assert (row.user_id, row.organization_id) == (70, 30)
 
 
 @pytest.mark.anyio
-async def test_middleware_break_glass_and_impersonation(store: AuditStore) -> None:
-    async with client(build_starlette(store)) as http:
+async def test_middleware_break_glass_and_impersonation(sqlite_store: AuditStore) -> None:
+    async with client(build_starlette(sqlite_store)) as http:
         await http.post("/patients", json={"id": 1}, headers={**USER, "x-test-break-glass": "11"})
         await http.post("/patients", json={"id": 2}, headers={**USER, "x-test-impersonation": "0"})
-    rows, _ = await fetch_rows(store)
+    rows, _ = await fetch_rows(sqlite_store)
     assert [(r.action_context, r.break_glass_id, r.impersonation_id) for r in rows] == [
         ("break_glass", 11, None),
         ("impersonation", None, 0),
@@ -524,7 +507,7 @@ async def test_middleware_break_glass_and_impersonation(store: AuditStore) -> No
 
 
 @pytest.mark.anyio
-async def test_middleware_explicit_action_context_from_state(store: AuditStore) -> None:
+async def test_middleware_explicit_action_context_from_state(sqlite_store: AuditStore) -> None:
     async def handler(request: Request) -> Response:
         request.state.audit_organization_id = 1
         request.state.audit_action_context = "normal"
@@ -532,18 +515,18 @@ async def test_middleware_explicit_action_context_from_state(store: AuditStore) 
 
     app = Starlette(
         routes=[Route("/things", handler, methods=["POST"])],
-        middleware=[Middleware(AuditMiddleware, sink=store)],
+        middleware=[Middleware(AuditMiddleware, sink=sqlite_store)],
     )
     async with client(app) as http:
         await http.post("/things")
-    [row], _ = await fetch_rows(store)
+    [row], _ = await fetch_rows(sqlite_store)
     assert (row.entity_type, row.action_context) == ("thing", "normal")
 
 
 @pytest.mark.anyio
-async def test_middleware_ip_through_trusted_proxy(store: AuditStore) -> None:
+async def test_middleware_ip_through_trusted_proxy(sqlite_store: AuditStore) -> None:
     trusted = AuditConfig(trusted_proxies=TrustedProxies(["127.0.0.1/32"]))
-    async with client(build_starlette(store, trusted)) as http:
+    async with client(build_starlette(sqlite_store, trusted)) as http:
         await http.post(
             "/patients",
             json={"id": 1},
@@ -556,22 +539,22 @@ async def test_middleware_ip_through_trusted_proxy(store: AuditStore) -> None:
         await http.post(
             "/patients", json={"id": 2}, headers={"x-test-org": "1", "x-forwarded-for": "garbage"}
         )
-    async with client(build_starlette(store)) as http:
+    async with client(build_starlette(sqlite_store)) as http:
         await http.post(
             "/patients", json={"id": 3}, headers={"x-test-org": "1", "x-forwarded-for": "6.6.6.6"}
         )
-    rows, _ = await fetch_rows(store)
+    rows, _ = await fetch_rows(sqlite_store)
     assert [r.ip_address for r in rows] == ["2001:db8::5", "127.0.0.1", "127.0.0.1"]
 
 
 @pytest.mark.anyio
-async def test_middleware_user_agent_is_capped(store: AuditStore) -> None:
+async def test_middleware_user_agent_is_capped(sqlite_store: AuditStore) -> None:
     config = AuditConfig(max_user_agent_length=16)
-    async with client(build_starlette(store, config)) as http:
+    async with client(build_starlette(sqlite_store, config)) as http:
         await http.post("/patients", json={"id": 1}, headers={**USER, "user-agent": "A" * 5000})
-    async with client(build_starlette(store)) as http:
+    async with client(build_starlette(sqlite_store)) as http:
         await http.post("/patients", json={"id": 2}, headers={**USER, "user-agent": "B" * 5000})
-    rows, _ = await fetch_rows(store)
+    rows, _ = await fetch_rows(sqlite_store)
     assert [len(r.user_agent) for r in rows] == [16, 512]
 
 
@@ -579,14 +562,14 @@ async def test_middleware_user_agent_is_capped(store: AuditStore) -> None:
 
 
 @pytest.mark.anyio
-async def test_record_skip_and_late_call(store: AuditStore) -> None:
+async def test_record_skip_and_late_call(sqlite_store: AuditStore) -> None:
     stats = AuditStats()
-    app = build_starlette(store, stats=stats)
+    app = build_starlette(sqlite_store, stats=stats)
     async with client(app) as http:
         assert (await http.post("/skip", headers=USER)).status_code == 200
         assert (await http.post("/late", headers=USER)).status_code == 201
     assert stats.skipped == 1
-    [row], _ = await fetch_rows(store)
+    [row], _ = await fetch_rows(sqlite_store)
     assert (row.request_path, row.changes) == ("/late", None)
     [error] = app.state.late_errors
     assert "after the response started" in error
@@ -701,8 +684,8 @@ async def test_middleware_mounted_routes() -> None:
 
 
 @pytest.mark.anyio
-async def test_middleware_fastapi_app(store: AuditStore) -> None:
-    app = build_fastapi(store)
+async def test_middleware_fastapi_app(sqlite_store: AuditStore) -> None:
+    app = build_fastapi(sqlite_store)
     async with client(app, raise_app_exceptions=False) as http:
         created = await http.post(
             "/api/v1/forms",
@@ -716,7 +699,7 @@ async def test_middleware_fastapi_app(store: AuditStore) -> None:
         assert (await http.get("/api/v1/forms/8", headers=USER)).status_code == 200
         assert (await http.post("/api/v1/forms/8/raise", headers=USER)).status_code == 500
         assert (await http.put("/api/v1/forms/x", json={}, headers=USER)).status_code == 422
-    rows, outbox = await fetch_rows(store)
+    rows, outbox = await fetch_rows(sqlite_store)
     assert [
         (r.action, r.entity_type, r.entity_id, r.user_id, r.organization_id, r.status_code)
         for r in rows
@@ -736,17 +719,17 @@ async def test_middleware_fastapi_app(store: AuditStore) -> None:
 
 
 @pytest.mark.anyio
-async def test_middleware_secrets_reach_neither_table(store: AuditStore) -> None:
+async def test_middleware_secrets_reach_neither_table(sqlite_store: AuditStore) -> None:
     shapes = secret_shapes()
     assert len(shapes) >= 20
-    async with client(build_starlette(store)) as http:
+    async with client(build_starlette(sqlite_store)) as http:
         for i, changes in enumerate(shapes):
             response = await http.post(
                 "/patients", json={"id": i + 1, "changes": changes}, headers=USER
             )
             assert response.status_code == 201
-    dump = await dump_tables(store)
-    rows, outbox = await fetch_rows(store)
+    dump = await dump_tables(sqlite_store)
+    rows, outbox = await fetch_rows(sqlite_store)
     assert len(rows) == len(outbox) == len(shapes)
     for secret in SECRETS:
         assert secret not in dump
@@ -790,7 +773,7 @@ async def test_middleware_passes_non_http_scopes_through() -> None:
 
 
 @pytest.mark.anyio
-async def test_middleware_counts_in_prometheus(store: AuditStore) -> None:
+async def test_middleware_counts_in_prometheus(sqlite_store: AuditStore) -> None:
     from prometheus_client import REGISTRY
 
     def written() -> float:
@@ -799,13 +782,13 @@ async def test_middleware_counts_in_prometheus(store: AuditStore) -> None:
         return value or 0.0
 
     before = written()
-    async with client(build_starlette(store)) as http:
+    async with client(build_starlette(sqlite_store)) as http:
         await http.post("/patients", json={"id": 1}, headers=USER)
         await http.post("/patients", json={"id": 2}, headers=USER)
     assert written() == before + 2
     # Opted out: counted on the middleware only.
     stats = AuditStats()
-    async with client(build_starlette(store, AuditConfig(metrics=False), stats)) as http:
+    async with client(build_starlette(sqlite_store, AuditConfig(metrics=False), stats)) as http:
         await http.post("/patients", json={"id": 3}, headers=USER)
     assert (stats.written, written()) == (1, before + 2)
 

@@ -38,15 +38,10 @@ from audit_middleware import (
     migrate,
     migrate_sync,
 )
-from conftest import PG_ADMIN_DSN, fresh_pg_database
+from conftest import PG_ADMIN_DSN, free_port, fresh_pg_database, libpq
 
 TESTS_DIR = Path(__file__).parent
 PROXY = AuditConfig(trusted_proxies=TrustedProxies(["127.0.0.1/32"]))
-
-
-def libpq(url: str) -> str:
-    """The SQLAlchemy URL as a libpq DSN for psycopg."""
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
 # -- (a) 1,000 concurrent mixed requests from 20 organizations -------------------------------
@@ -248,12 +243,6 @@ async def test_middleware_pg_row_is_committed_before_the_response_starts(
 # -- (e) a real uvicorn with 2 workers, and what only a real server shows ----------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server_db() -> Iterator[str]:
     with fresh_pg_database("auditevt_mw") as url:
@@ -264,7 +253,7 @@ def server_db() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def server(server_db: str) -> Iterator[str]:
     """``uvicorn --workers 2 --no-proxy-headers`` running apps/audited_app.py:create_app."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "AUDIT_TEST_DATABASE_URL": server_db}
     command = [
         sys.executable, "-m", "uvicorn", "apps.audited_app:create_app", "--factory",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -32,19 +31,15 @@ from audit_middleware import (
     migrate_sync,
     record,
 )
+from conftest import libpq
 from telemetry_client import AsyncTelemetryClient
 
 
-def libpq(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
-
-
 @pytest.fixture
-async def clinic(pg_url: str) -> AsyncIterator[AuditStore]:
-    await migrate(pg_url)
-    async with AuditStore.from_url(pg_url) as store:
-        await create_tables(store.engine)
-        yield store
+async def pg_clinic(pg_store: AuditStore) -> AuditStore:
+    """pg_store with the clinic app's tables beside the audit tables."""
+    await create_tables(pg_store.engine)
+    return pg_store
 
 
 def counts(url: str) -> tuple[int, int]:
@@ -57,7 +52,7 @@ def counts(url: str) -> tuple[int, int]:
 
 @pytest.mark.anyio
 async def test_txn_pg_store_refusing_writes_leaves_no_change_100_of_100(
-    pg_url: str, clinic: AuditStore
+    pg_url: str, pg_clinic: AuditStore
 ) -> None:
     with psycopg.connect(libpq(pg_url), autocommit=True) as conn:
         conn.execute(
@@ -69,9 +64,9 @@ async def test_txn_pg_store_refusing_writes_leaves_no_change_100_of_100(
             "FOR EACH ROW EXECUTE FUNCTION refuse()"
         )
     stats = AuditStats()
-    app = build_fastapi(clinic)
+    app = build_fastapi(pg_clinic)
     app.user_middleware.clear()
-    app.add_middleware(AuditMiddleware, store=clinic, stats=stats)
+    app.add_middleware(AuditMiddleware, store=pg_clinic, stats=stats)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     statuses = []
     async with httpx.AsyncClient(transport=transport, base_url="http://clinic") as http:
@@ -231,7 +226,7 @@ async def test_txn_pg_startup_warn_starts_and_requests_answer_503(
 
 @pytest.mark.anyio
 async def test_txn_pg_identity_of_the_wrong_type_is_named_once_per_route(
-    clinic: AuditStore, pg_url: str, caplog: pytest.LogCaptureFixture
+    pg_clinic: AuditStore, pg_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def handler(request: Request) -> Response:
         request.state.audit_user_id = "42"  # a JWT claim, still text
@@ -241,7 +236,9 @@ async def test_txn_pg_identity_of_the_wrong_type_is_named_once_per_route(
         )
         return JSONResponse({}, 201)
 
-    app = AuditMiddleware(Starlette(routes=[Route("/p", handler, methods=["POST"])]), store=clinic)
+    app = AuditMiddleware(
+        Starlette(routes=[Route("/p", handler, methods=["POST"])]), store=pg_clinic
+    )
     transport = httpx.ASGITransport(app=app)
     with caplog.at_level(logging.ERROR, logger="audit_middleware"):
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
@@ -259,7 +256,7 @@ async def test_txn_pg_identity_of_the_wrong_type_is_named_once_per_route(
 
 @pytest.mark.anyio
 async def test_txn_pg_connection_lost_before_the_commit_answers_outcome_unknown(
-    clinic: AuditStore, pg_url: str
+    pg_clinic: AuditStore, pg_url: str
 ) -> None:
     killed: list[int] = []
 
@@ -276,7 +273,9 @@ async def test_txn_pg_connection_lost_before_the_commit_answers_outcome_unknown(
         killed.append(pid)
         return JSONResponse({}, 201)
 
-    app = AuditMiddleware(Starlette(routes=[Route("/p", handler, methods=["POST"])]), store=clinic)
+    app = AuditMiddleware(
+        Starlette(routes=[Route("/p", handler, methods=["POST"])]), store=pg_clinic
+    )
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
         response = await http.post("/p")

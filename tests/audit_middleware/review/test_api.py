@@ -30,16 +30,12 @@ from review_support import (  # noqa: E402
 from audit_middleware import AuditStore  # noqa: E402
 from audit_middleware.review import CSV_COLUMNS, EventFilter, EventQuery  # noqa: E402
 from auditevt import ActionContext, Event  # noqa: E402
-from conftest import app_role  # noqa: E402
+from conftest import app_role, libpq  # noqa: E402
 
 pytest_plugins = ["review_support"]
 pytestmark = pytest.mark.anyio
 
 SEEDED = {"until": CUTOFF}
-
-
-def libpq(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
 def expected(org: int, keep: Callable[[Event], bool]) -> list[int]:

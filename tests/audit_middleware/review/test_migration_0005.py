@@ -6,7 +6,6 @@ import asyncio
 
 import psycopg
 import pytest
-from alembic import command
 from sqlalchemy import inspect
 
 pytest.register_assert_rewrite("review_support")
@@ -14,18 +13,9 @@ pytest.register_assert_rewrite("review_support")
 from review_support import as_app_role, seed_event  # noqa: E402
 
 from audit_middleware import AuditStore, migrate_sync  # noqa: E402
-from audit_middleware.storage._migrate import _alembic_config, _engine  # noqa: E402
+from audit_middleware.storage._migrate import _engine  # noqa: E402
 from audit_middleware.storage._urls import sync_url  # noqa: E402
-from conftest import app_role  # noqa: E402
-
-
-def upgrade_to(url: str, revision: str) -> None:
-    engine = _engine(sync_url(url))
-    try:
-        with engine.begin() as connection:
-            command.upgrade(_alembic_config(connection), revision)
-    finally:
-        engine.dispose()
+from conftest import app_role, libpq, upgrade_to  # noqa: E402
 
 
 async def populate(url: str, count: int) -> None:
@@ -43,12 +33,11 @@ def snapshot(conn: psycopg.Connection[object]) -> tuple[list[object], list[objec
 def test_migration_0005_on_a_populated_postgresql_database_keeps_every_row(pg_url: str) -> None:
     upgrade_to(pg_url, "0004")
     asyncio.run(populate(as_app_role(pg_url), 90))
-    libpq = pg_url.replace("postgresql+psycopg://", "postgresql://", 1)
-    with psycopg.connect(libpq) as conn:
+    with psycopg.connect(libpq(pg_url)) as conn:
         before = snapshot(conn)
     assert len(before[0]) == len(before[1]) == 90
     migrate_sync(pg_url)
-    with psycopg.connect(libpq) as conn:
+    with psycopg.connect(libpq(pg_url)) as conn:
         assert snapshot(conn) == before
         assert conn.execute("SELECT count(*) FROM audit_review").fetchone() == (0,)
         forced = conn.execute(

@@ -25,16 +25,12 @@ from review_support import (  # noqa: E402
 
 from audit_middleware.review import ReviewDecision  # noqa: E402
 from auditevt import ActionContext  # noqa: E402
-from conftest import app_role  # noqa: E402
+from conftest import app_role, libpq  # noqa: E402
 
 pytest_plugins = ["review_support"]
 pytestmark = pytest.mark.anyio
 
 REVIEWER = admin(reviewer=True)
-
-
-def libpq(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
 def reviewable(org: int) -> list[int]:

@@ -15,6 +15,8 @@ pytest.register_assert_rewrite("review_support")
 
 from review_support import CUTOFF, MOUNT, ORG, PER_ORG, admin, collect  # noqa: E402
 
+from conftest import libpq  # noqa: E402
+
 pytest_plugins = ["review_support"]
 pytestmark = pytest.mark.anyio
 
@@ -24,8 +26,7 @@ BAD_JSON = '{"action":"READ","entity_type":"patient"}'
 def insert_unreadable(url: str) -> uuid.UUID:
     """A break-glass row of ORG at 09:30:30Z (between two seeded ones) with bad event_json."""
     event_id = uuid.uuid4()
-    libpq = url.replace("postgresql+psycopg://", "postgresql://", 1)
-    with psycopg.connect(libpq) as conn:
+    with psycopg.connect(libpq(url)) as conn:
         conn.execute(
             "INSERT INTO audit_log (event_id, action, entity_type, entity_id, user_id, "
             'organization_id, ip_address, user_agent, request_path, status_code, "timestamp", '

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import socket
 import sqlite3
 import threading
 import uuid
@@ -34,11 +33,7 @@ from audit_middleware.storage._tables import metadata
 from audit_middleware.storage._urls import sync_url
 from audit_middleware.storage.migrations.versions.v0001_audit_tables import _create_role
 from audit_middleware.storage.migrations.versions.v0002_least_privilege import DELIVERY_COLUMNS
-from conftest import database_name
-
-
-def libpq(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+from conftest import database_name, libpq
 
 
 def sync(url: str) -> str:
@@ -281,10 +276,8 @@ def test_migrate_sqlite_audit_log_is_append_only(sqlite_url: str) -> None:
         assert conn.execute("SELECT user_id FROM audit_log").fetchall() == [(1,)]
 
 
-def test_migrate_command_unreachable_database_is_one_line() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+def test_migrate_command_unreachable_database_is_one_line(closed_port: int) -> None:
+    port = closed_port
     with pytest.raises(MigrationError) as caught:
         migrate_command(f"postgresql://postgres:s3cret@127.0.0.1:{port}/audit")
     message = str(caught.value)

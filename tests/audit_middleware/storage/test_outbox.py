@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import pytest
 import sqlalchemy as sa
@@ -18,28 +17,9 @@ from audit_middleware.storage._outbox import (
     OutboxStats,
 )
 from audit_middleware.storage._tables import AUDIT_OUTBOX
-from auditevt import Action, Event, Timestamp
+from conftest import make_event, write_events
 
 pytestmark = pytest.mark.anyio
-
-
-def make_event(number: int, *, organization_id: int = 7, padding: int = 0) -> Event:
-    return Event(
-        action=Action.CREATE,
-        entity_type="patient",
-        entity_id=number + 1,
-        user_id=42,
-        organization_id=organization_id,
-        ip_address="10.0.0.1",
-        user_agent="pytest" + "x" * padding,
-        request_path=f"/patients/{number + 1}",
-        status_code=201,
-        timestamp=Timestamp.now(),
-    )
-
-
-async def write_events(store: AuditStore, count: int, **kwargs: int) -> list[uuid.UUID]:
-    return [await store.write(make_event(number, **kwargs)) for number in range(count)]
 
 
 async def db_seconds_until(engine: AsyncEngine, column: str, row_id: int) -> float:
@@ -64,12 +44,7 @@ async def test_claim_leases_oldest_first_and_never_twice(store: AuditStore) -> N
     assert [item.event_id for item in second] == event_ids[4:]
     assert third == []
     assert all(item.attempts == 0 for item in first + second)
-    assert (
-        first[0].payload
-        == make_event(0)
-        .model_copy(update={"timestamp": Event.model_validate_json(first[0].payload).timestamp})
-        .to_json()
-    )
+    assert first[0].payload == make_event(1).to_json()  # the event's JSON, as written
     stats = await outbox.stats()
     assert (stats.pending, stats.leased, stats.dead_letters) == (7, 7, 0)
 
@@ -77,7 +52,7 @@ async def test_claim_leases_oldest_first_and_never_twice(store: AuditStore) -> N
 async def test_claim_stops_at_max_bytes_but_takes_one_oversized_row_alone(
     store: AuditStore,
 ) -> None:
-    await store.write(make_event(0, padding=5000))
+    await store.write(make_event(padding=5000))
     await write_events(store, 5)
     outbox = Outbox(store.engine)
 

@@ -4,26 +4,17 @@ partition, routing, partitions made ahead, and the default partition watched."""
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 import pytest
-from alembic import command
-from sqlalchemy import create_engine as create_sync_engine
 
 from audit_middleware import AuditStore, migrate
-from audit_middleware.storage._migrate import _alembic_config
 from audit_middleware.storage._partitions import Partitions, month_of_event_id
 from audit_middleware.storage._store import create_engine
-from auditevt import Action, Event, Timestamp
-from conftest import eventually
-
-
-def libpq(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+from conftest import eventually, libpq, make_event, upgrade_to
 
 
 def uuid7_at(moment: datetime) -> uuid.UUID:
@@ -32,31 +23,6 @@ def uuid7_at(moment: datetime) -> uuid.UUID:
     value = (value & ~(0xF << 76)) | (0x7 << 76)
     value = (value & ~(0x3 << 62)) | (0x2 << 62)
     return uuid.UUID(int=value)
-
-
-def partition_event(n: int, organization_id: int = 1) -> Event:
-    return Event(
-        action=Action.CREATE,
-        entity_type="patient",
-        entity_id=n + 1,
-        user_id=10 + n,
-        organization_id=organization_id,
-        ip_address="192.0.2.1",
-        user_agent="partitions",
-        request_path=f"/patients/{n + 1}",
-        status_code=201,
-        timestamp=Timestamp.now(),
-        changes={"n": n, "note": "<kept>"},
-    )
-
-
-def upgrade_to(url: str, revision: str) -> None:
-    engine = create_sync_engine(url)
-    try:
-        with engine.begin() as conn:
-            command.upgrade(_alembic_config(conn), revision)
-    finally:
-        engine.dispose()
 
 
 def rows(url: str) -> list[tuple[Any, ...]]:
@@ -80,11 +46,14 @@ def partitions_of(conn: psycopg.Connection[Any]) -> list[str]:
 async def test_partitions_migration_keeps_every_row_of_a_populated_table(pg_url: str) -> None:
     upgrade_to(pg_url, "0003")  # the revision before partitions
     async with AuditStore.from_url(pg_url) as store:
+        # Changes that vary and need escaping: the conversion must keep the JSON exact.
         for n in range(60):
-            await store.write(partition_event(n, organization_id=1 + n % 4))
+            changes = {"n": n, "note": "<kept>"}
+            await store.write(make_event(n, organization_id=1 + n % 4, changes=changes))
         # Ids the store did not mint (UUIDv4) still find a home: the default partition.
-        for n in range(3):
-            await store.write(partition_event(100 + n), event_id=uuid.uuid4())
+        for n in range(100, 103):
+            changes = {"n": n, "note": "<kept>"}
+            await store.write(make_event(n, changes=changes), event_id=uuid.uuid4())
     before = rows(pg_url)
     await migrate(pg_url)
     after = rows(pg_url)
@@ -103,7 +72,7 @@ async def test_partitions_migration_keeps_every_row_of_a_populated_table(pg_url:
         assert where == {this_month: 60, "audit_log_default": 3}
     # New writes keep working, and the retry guard still finds its constraint.
     async with AuditStore.from_url(pg_url) as store:
-        await store.write(partition_event(200))
+        await store.write(make_event(200))
     assert len(rows(pg_url)) == 64
 
 
@@ -168,9 +137,9 @@ async def test_partitions_writes_land_in_their_month_and_foreign_ids_in_default(
         partitions = Partitions(store.engine)
         last_month = datetime.now(UTC).replace(day=1) - timedelta(days=1)
         await partitions.ensure(1, since=last_month)
-        written = await store.write(partition_event(1))
-        old = await store.write(partition_event(2), event_id=uuid7_at(last_month))
-        foreign = await store.write(partition_event(3), event_id=uuid.uuid4())
+        written = await store.write(make_event(1))
+        old = await store.write(make_event(2), event_id=uuid7_at(last_month))
+        foreign = await store.write(make_event(3), event_id=uuid.uuid4())
         with psycopg.connect(libpq(pg_url)) as conn:
             placed = dict(
                 conn.execute(
@@ -186,12 +155,13 @@ async def test_partitions_writes_land_in_their_month_and_foreign_ids_in_default(
         )
         # The default partition's rows show in the stats (from PostgreSQL's statistics, which
         # arrive within a second or so of the commit).
-        deadline = time.monotonic() + 15
-        stats = await partitions.stats()
-        while stats.default_rows < 1 and time.monotonic() < deadline:
+        async def default_row_counted() -> bool:
             with psycopg.connect(libpq(pg_url)) as conn:
                 conn.execute("SELECT pg_stat_force_next_flush()")
-            stats = await partitions.stats()
+            return (await partitions.stats()).default_rows >= 1
+
+        await eventually(default_row_counted, within=15)
+        stats = await partitions.stats()
         assert stats.default_rows == 1
         assert stats.months_ahead == 3  # what the migration made ahead
 

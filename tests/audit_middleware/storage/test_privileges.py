@@ -16,14 +16,10 @@ from typing import Any
 import psycopg
 import psycopg.conninfo
 import pytest
-from alembic import command
 from psycopg import errors
 from sqlalchemy.engine import make_url
 
 from audit_middleware import AuditStore, database_roles, migrate_sync
-from audit_middleware.storage._migrate import _alembic_config, _engine
-from audit_middleware.storage._urls import sync_url
-from auditevt import Action, Event, Timestamp
 from conftest import (
     PG_ADMIN_DSN,
     app_role,
@@ -31,12 +27,11 @@ from conftest import (
     as_role,
     database_name,
     fresh_pg_database,
+    libpq,
+    make_event,
     relay_role,
+    upgrade_to,
 )
-
-
-def libpq(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
 def connect(url: str, role: str | None = None, **kwargs: Any) -> psycopg.Connection[Any]:
@@ -44,26 +39,10 @@ def connect(url: str, role: str | None = None, **kwargs: Any) -> psycopg.Connect
     return psycopg.connect(libpq(url), **options, **kwargs)
 
 
-def make_event(n: int, organization_id: int = 1) -> Event:
-    return Event(
-        action=Action.UPDATE,
-        entity_type="patient",
-        entity_id=n,
-        user_id=7,
-        organization_id=organization_id,
-        ip_address="192.0.2.1",
-        user_agent="privileges",
-        request_path=f"/patients/{n}",
-        status_code=200,
-        timestamp=Timestamp.parse(f"2024-05-01T10:00:{n % 60:02d}.000000001Z"),
-        changes={"n": n},
-    )
-
-
 async def write(url: str, count: int, organization_id: int = 1) -> None:
     async with AuditStore.from_url(url) as store:
         for n in range(count):
-            await store.write(make_event(n, organization_id))
+            await store.write(make_event(n, organization_id=organization_id))
 
 
 @pytest.fixture
@@ -233,12 +212,7 @@ def test_privileges_upgrade_from_0001_keeps_every_row(
     old_write = _store._PG_WRITE.replace(", row_hash)", ")").replace(", %(row_hash)s::bytea", "")
     assert old_write != _store._PG_WRITE
     monkeypatch.setattr(_store, "_PG_WRITE", old_write)
-    engine = _engine(sync_url(pg_url))
-    try:
-        with engine.begin() as connection:
-            command.upgrade(_alembic_config(connection), "0001")
-    finally:
-        engine.dispose()
+    upgrade_to(pg_url, "0001")
 
     # A populated 0001 database, written as its shared app role; outbox rows in every state.
     asyncio.run(write(as_role(pg_url, "auditevt_app"), 40, organization_id=3))
@@ -396,7 +370,7 @@ async def test_privileges_reader_and_outbox_ignore_temp_look_alikes(pg_url: str)
                 )
             # A planted row the admin of organization 1 must never be shown, and a forged
             # payload the relay must never send.
-            planted = make_event(50).model_copy(update={"request_path": "/planted"})
+            planted = make_event(50, organization_id=1, request_path="/planted")
             await conn.exec_driver_sql(
                 "INSERT INTO audit_log (id, event_id, action, entity_type, entity_id, user_id,"
                 " organization_id, ip_address, user_agent, request_path, status_code,"
@@ -450,12 +424,7 @@ def test_privileges_migrating_role_that_does_not_own_the_database(
 
 def test_privileges_upgrade_keeps_an_index_built_beforehand(pg_url: str) -> None:
     # A DBA builds the new index CONCURRENTLY on a large 0001 table; 0002 then keeps it.
-    engine = _engine(sync_url(pg_url))
-    try:
-        with engine.begin() as connection:
-            command.upgrade(_alembic_config(connection), "0001")
-    finally:
-        engine.dispose()
+    upgrade_to(pg_url, "0001")
     with connect(pg_url, autocommit=True) as conn:
         conn.execute(
             "CREATE INDEX CONCURRENTLY ix_audit_log_org_ts_event"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import socket
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -25,22 +24,19 @@ from audit_middleware import (
     migrate,
 )
 from auditevt import Action, ActionContext, Event, Timestamp
-from conftest import as_app_role, fresh_pg_database
+from conftest import as_app_role, fresh_pg_database, libpq, make_event
 
 BASE = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 
 
-def make_event(n: int, **overrides: Any) -> Event:
-    fields: dict[str, Any] = {
+def reader_event(n: int, **fields: Any) -> Event:
+    """Event ``n`` of the reader's tests: what the filters select on varies with ``n``."""
+    varied: dict[str, Any] = {
         "action": [Action.CREATE, Action.UPDATE, Action.DELETE][n % 3],
         "entity_type": "patient" if n % 2 else "appointment",
         "entity_id": n % 5,
         "user_id": 100 + n % 4,
         "organization_id": 1,
-        "ip_address": "192.0.2.1",
-        "user_agent": "reader-test",
-        "request_path": f"/things/{n}",
-        "status_code": 200,
         # One event a minute, with nanoseconds, written in a +05:30 offset.
         "timestamp": Timestamp.parse(
             (BASE + timedelta(minutes=n))
@@ -49,8 +45,7 @@ def make_event(n: int, **overrides: Any) -> Event:
             .replace("+05:30", f".{n:03d}000007+05:30")
         ),
     }
-    fields.update(overrides)
-    return Event(**fields)
+    return make_event(n, **(varied | fields))
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
@@ -82,9 +77,9 @@ async def all_pages(reader: AuditReader, organization_id: int, **filters: Any) -
 @pytest.mark.anyio
 async def test_reader_lists_events_exactly_as_written_newest_first(url: str) -> None:
     events = [
-        make_event(0, changes={"password": "[REDACTED]", "n": [1, 2.5, None]}),
-        make_event(1, action_context=ActionContext.BREAK_GLASS, break_glass_id=0),
-        make_event(2, user_agent="<script>&\u2028"),
+        reader_event(0, changes={"password": "[REDACTED]", "n": [1, 2.5, None]}),
+        reader_event(1, action_context=ActionContext.BREAK_GLASS, break_glass_id=0),
+        reader_event(2, user_agent="<script>&\u2028"),
     ]
     ids = await write(url, events)
     async with AuditReader(url) as reader:
@@ -102,7 +97,7 @@ async def test_reader_lists_events_exactly_as_written_newest_first(url: str) -> 
 
 @pytest.mark.anyio
 async def test_reader_keyset_pages_cover_everything_once(url: str) -> None:
-    ids = await write(url, [make_event(n) for n in range(23)])
+    ids = await write(url, [reader_event(n) for n in range(23)])
     async with AuditReader(url) as reader:
         pages = await all_pages(reader, 1, limit=5)
     assert [len(p.items) for p in pages] == [5, 5, 5, 5, 3]
@@ -113,7 +108,7 @@ async def test_reader_keyset_pages_cover_everything_once(url: str) -> None:
 @pytest.mark.anyio
 async def test_reader_pages_through_equal_timestamps_by_event_id(url: str) -> None:
     same = Timestamp.parse("2024-03-01T12:00:00.5Z")
-    ids = await write(url, [make_event(n, timestamp=same) for n in range(7)])
+    ids = await write(url, [reader_event(n, timestamp=same) for n in range(7)])
     async with AuditReader(url) as reader:
         pages = await all_pages(reader, 1, limit=2)
         cursor = Cursor.decode(pages[0].next_cursor or "")
@@ -124,7 +119,7 @@ async def test_reader_pages_through_equal_timestamps_by_event_id(url: str) -> No
 
 @pytest.mark.anyio
 async def test_reader_never_returns_another_organizations_rows(url: str) -> None:
-    await write(url, [make_event(n, organization_id=1 + n % 3) for n in range(30)])
+    await write(url, [reader_event(n, organization_id=1 + n % 3) for n in range(30)])
     async with AuditReader(url) as reader:
         for org in (1, 2, 3):
             page = await reader.list_events(org)
@@ -135,7 +130,7 @@ async def test_reader_never_returns_another_organizations_rows(url: str) -> None
 
 @pytest.mark.anyio
 async def test_reader_filters(url: str) -> None:
-    events = [make_event(n) for n in range(30)]
+    events = [reader_event(n) for n in range(30)]
     await write(url, events)
 
     async def listed(**filters: Any) -> list[int]:
@@ -163,7 +158,7 @@ async def test_reader_filters(url: str) -> None:
 
 @pytest.mark.anyio
 async def test_reader_limit_bounds(url: str) -> None:
-    await write(url, [make_event(n) for n in range(3)])
+    await write(url, [reader_event(n) for n in range(3)])
     async with AuditReader(url) as reader:
         page = await reader.list_events(1, limit=1)
         assert len(page.items) == 1 and page.next_cursor is not None
@@ -220,11 +215,8 @@ def test_reader_cursor_round_trips() -> None:
 
 
 @pytest.mark.anyio
-async def test_reader_unreachable_database_raises_reader_error() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    async with AuditReader(f"postgresql://postgres@127.0.0.1:{port}/audit") as reader:
+async def test_reader_unreachable_database_raises_reader_error(closed_port: int) -> None:
+    async with AuditReader(f"postgresql://postgres@127.0.0.1:{closed_port}/audit") as reader:
         with pytest.raises(ReaderError, match="could not read audit rows"):
             await reader.list_events(1)
 
@@ -233,10 +225,10 @@ async def test_reader_unreachable_database_raises_reader_error() -> None:
 async def test_reader_shares_an_engine_without_closing_it(sqlite_url: str) -> None:
     await migrate(sqlite_url)
     async with AuditStore.from_url(sqlite_url) as store:
-        await store.write(make_event(1))
+        await store.write(reader_event(1))
         async with AuditReader(store.engine) as reader:
             assert len((await reader.list_events(1)).items) == 1
-        await store.write(make_event(2))  # the engine is still open
+        await store.write(reader_event(2))  # the engine is still open
     with pytest.raises(TypeError, match="engine_or_url"):
         AuditReader(42)  # type: ignore[arg-type]
 
@@ -245,7 +237,7 @@ async def test_reader_shares_an_engine_without_closing_it(sqlite_url: str) -> No
 async def test_reader_postgresql_scopes_one_read_only_transaction_per_call(pg_url: str) -> None:
     await migrate(pg_url)
     url = as_app_role(pg_url)
-    await write(url, [make_event(n, organization_id=5) for n in range(3)])
+    await write(url, [reader_event(n, organization_id=5) for n in range(3)])
     reader = AuditReader(url, pool_size=1, max_overflow=0)
     seen: list[tuple[str, Any, bool]] = []
 
@@ -280,7 +272,7 @@ async def test_reader_postgresql_scopes_one_read_only_transaction_per_call(pg_ur
 async def test_reader_pages_past_unreadable_rows_postgresql(pg_url: str) -> None:
     await migrate(pg_url)
     app_url = as_app_role(pg_url)
-    events = [make_event(n) for n in range(9)]
+    events = [reader_event(n) for n in range(9)]
     await write(app_url, events)
     # Rows no Event reads, inserted as the table owner (the log is append-only: insert only).
     # Each sits between readable rows in time, so paging has to step over it.
@@ -292,8 +284,7 @@ async def test_reader_pages_past_unreadable_rows_postgresql(pg_url: str) -> None
         .to_json()
         .replace('"user_id":100', '"user_id":"x"'),
     }
-    dsn = pg_url.replace("postgresql+psycopg://", "postgresql://", 1)
-    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+    async with await psycopg.AsyncConnection.connect(libpq(pg_url)) as conn:
         for minute, (event_id, text) in zip((1.5, 4.5, 7.5), bad.items(), strict=True):
             await conn.execute(
                 "INSERT INTO audit_log (event_id, action, entity_type, entity_id, user_id,"
@@ -370,7 +361,7 @@ async def test_reader_nul_and_overlong_filters_raise_value_error_naming_them(
     url: str, name: str, value: Any, why: str
 ) -> None:
     # A NUL reached PostgreSQL before and came back as a database failure (ReaderError, 503).
-    await write(url, [make_event(1)])
+    await write(url, [reader_event(1)])
     arguments: dict[str, Any] = {"organization_id": 1, name: value}
     async with AuditReader(url) as reader:
         with pytest.raises(ValueError, match=f"^{name}=") as caught:
@@ -383,7 +374,7 @@ async def test_reader_nul_and_overlong_filters_raise_value_error_naming_them(
 
 
 def _other_organizations(n: int) -> list[Event]:
-    return [make_event(k, organization_id=2 + k % 7) for k in range(n)]
+    return [reader_event(k, organization_id=2 + k % 7) for k in range(n)]
 
 
 @pytest.mark.anyio
@@ -393,7 +384,7 @@ async def test_reader_cursors_reveal_nothing_about_other_organizations(
     # The same events of organization 1, in two databases: one quiet, one where other
     # organizations wrote 250 rows between each of them. Every cursor organization 1's admin
     # receives is the same text in both: it cannot tell how much anyone else wrote.
-    ours = [make_event(n) for n in range(6)]
+    ours = [reader_event(n) for n in range(6)]
     event_ids = [uuid.UUID(int=(0x018F << 112) + n) for n in range(6)]
     cursors: list[list[str | None]] = []
     for busy in (False, True):
@@ -427,7 +418,7 @@ async def test_reader_keyset_query_uses_the_organization_index(pg_url: str) -> N
     # 60,000 rows of 30 organizations, written this month (UUIDv7 ids of now, so in this
     # month's partition); a deep page of one is an index range scan, not a sort.
     await migrate(pg_url)
-    with psycopg.connect(pg_url.replace("postgresql+psycopg://", "postgresql://", 1)) as conn:
+    with psycopg.connect(libpq(pg_url)) as conn:
         conn.execute(
             "INSERT INTO public.audit_log (event_id, action, entity_type, entity_id, user_id,"
             ' organization_id, ip_address, user_agent, request_path, status_code, "timestamp",'
@@ -453,7 +444,7 @@ async def test_reader_keyset_query_uses_the_organization_index(pg_url: str) -> N
     finally:
         await reader.aclose()
     ((statement, parameters),) = captured
-    with psycopg.connect(pg_url.replace("postgresql+psycopg://", "postgresql://", 1)) as conn:
+    with psycopg.connect(libpq(pg_url)) as conn:
         conn.execute("SELECT set_config('auditevt.organization_id', '7', true)")
         plan = "\n".join(
             row[0] for row in conn.execute(f"EXPLAIN {statement}", parameters).fetchall()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from test_partitions import libpq, partition_event, uuid7_at
+from test_partitions import uuid7_at
 
 from audit_middleware import (
     AuditStore,
@@ -29,7 +29,7 @@ from audit_middleware.storage._retention import (
     plan_retention,
 )
 from auditevt._cli import main
-from conftest import database_name
+from conftest import database_name, libpq, make_event
 
 
 def months_ago(count: int) -> datetime:
@@ -54,7 +54,7 @@ async def populate(url: str) -> dict[str, list[uuid.UUID]]:
                 moment = months_ago(back) + timedelta(minutes=n)
                 ids.append(
                     await store.write(
-                        partition_event(n, organization), event_id=uuid7_at(moment)
+                        make_event(n, organization_id=organization), event_id=uuid7_at(moment)
                     )
                 )
             written[name] = ids
@@ -266,7 +266,7 @@ async def test_retention_keeps_a_month_with_a_row_not_sealed_yet(pg_url: str) ->
     removable = months_ago(4)
     async with AuditStore.from_url(pg_url) as store:
         # A late row of that month, written after the last seal.
-        await store.write(partition_event(99), event_id=uuid7_at(removable + timedelta(hours=1)))
+        await store.write(make_event(99), event_id=uuid7_at(removable + timedelta(hours=1)))
         with psycopg.connect(libpq(pg_url), autocommit=True) as conn:
             conn.execute("DELETE FROM public.audit_outbox")  # delivered; only the seal is missing
         plan = {d.partition: d for d in await plan_retention(store.engine, RetentionWindow(1))}

@@ -13,15 +13,10 @@ import pytest
 from psycopg import errors
 
 from audit_middleware import AuditReader, AuditStore, migrate_sync
-from auditevt import Action, Event, Timestamp
-from conftest import app_role, as_app_role, fresh_pg_database
+from conftest import app_role, as_app_role, fresh_pg_database, libpq, make_event
 
 ORGANIZATIONS = [*range(1, 50), 2**62]  # 50 organizations, one with a large id
 PER_ORGANIZATION = 4
-
-
-def libpq(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
 APP = "app"  # connect(url) acts as the database's application role
@@ -32,21 +27,6 @@ def connect(url: str, role: str | None = APP) -> psycopg.Connection[Any]:
         role = app_role(url)
     options = {} if role is None else {"options": f"-c role={role}"}
     return psycopg.connect(libpq(url), **options)
-
-
-def make_event(organization_id: int, n: int) -> Event:
-    return Event(
-        action=Action.CREATE,
-        entity_type="patient",
-        entity_id=n,
-        user_id=1000 + n,
-        organization_id=organization_id,
-        ip_address="198.51.100.7",
-        user_agent="rls-test",
-        request_path=f"/patients/{n}",
-        status_code=201,
-        timestamp=Timestamp.parse(f"2023-11-14T22:13:{n:02d}.123456789Z"),
-    )
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +42,12 @@ def seeded_url() -> Iterator[str]:
 async def _seed(url: str) -> None:
     async with AuditStore.from_url(as_app_role(url)) as store:
         for n in range(PER_ORGANIZATION):
-            await asyncio.gather(*(store.write(make_event(org, n)) for org in ORGANIZATIONS))
+            await asyncio.gather(
+                *(
+                    store.write(make_event(n, organization_id=org, user_id=1000 + n))
+                    for org in ORGANIZATIONS
+                )
+            )
 
 
 def _event_ids(url: str) -> dict[int, set[uuid.UUID]]:
