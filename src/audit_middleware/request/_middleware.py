@@ -146,6 +146,12 @@ class AuditMiddleware:
         self.app = app
         self.sink = target
         self.transactional = store is not None
+        self._responder: Any = None
+        if self.transactional:
+            # Imported here, once: the responder's module imports this one.
+            from audit_middleware.request._transactional import TransactionalResponder
+
+            self._responder = TransactionalResponder
         self.config = config if config is not None else AuditConfig()
         if self.transactional and self.config.fail_open:
             raise ValueError("fail_open applies to sink= only: a failed store= write rolls back")
@@ -188,11 +194,8 @@ class AuditMiddleware:
         try:
             if action is None or not audited:
                 await self.app(scope, receive, send)
-            elif self.transactional:
-                from audit_middleware.request._transactional import TransactionalResponder
-
-                responder = TransactionalResponder(self, scope, audit, action)
-                await responder(receive, send)
+            elif self._responder is not None:
+                await self._responder(self, scope, audit, action)(receive, send)
             else:
                 await self._separate(scope, receive, send, audit, action)
         finally:

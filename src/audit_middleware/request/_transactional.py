@@ -98,8 +98,9 @@ class TransactionalResponder:
                 await self._attempt(500)
         finally:
             reset_current(token)
-            with anyio.CancelScope(shield=True):
-                await uow.close()
+            if not uow.closed:  # usually closed by the commit already: skip the shield's cost
+                with anyio.CancelScope(shield=True):
+                    await uow.close()
 
     def _receive(self, receive: Receive) -> Receive:
         async def receive_wrapper() -> Message:

@@ -148,6 +148,11 @@ class UnitOfWork:
         if self._connection is not None and not self._connection.closed:
             await self._connection.rollback()
 
+    @property
+    def closed(self) -> bool:
+        """The session is closed and the connection given back (:meth:`close` ran)."""
+        return self._connection is None and self._session is None
+
     async def close(self) -> None:
         """Close the session and give the connection back (idempotent)."""
         self.finishing = True

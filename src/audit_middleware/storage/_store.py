@@ -2,7 +2,8 @@
 
 :meth:`AuditStore.commit_with` joins the request's own transaction (the transactional mode):
 the rows go in on the connection carrying the handler's changes and commit with them; on
-PostgreSQL the INSERT and the COMMIT travel in one pipeline, so auditing adds no round trip.
+PostgreSQL the write (a statement prepared once per connection) and the COMMIT travel in one
+message, so auditing adds no round trip.
 :meth:`AuditStore.write` is a transaction of its own (the separate-store mode, failed attempts):
 on PostgreSQL one data-modifying CTE on an autocommit connection, no ``BEGIN``/``COMMIT`` trips.
 SQLite (no data-modifying CTEs) gets two INSERTs; its writers queue on a lock, not busy-wait.
@@ -29,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from audit_middleware._exceptions import StoreError, map_database_error
 from audit_middleware.integrity._rowhash import row_hash
-from audit_middleware.storage import _transaction
+from audit_middleware.storage import _statements, _transaction
 from audit_middleware.storage._check import check_postgresql, check_sqlite_schema
 from audit_middleware.storage._urls import async_url
 from auditevt import Action, Event
@@ -49,30 +50,6 @@ def new_event_id() -> UUID:
     value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
     return UUID(int=value)
 
-
-# Names are schema-qualified (see _tables.py): a TEMP table of the same name on a pooled
-# connection would otherwise take the write. One statement: draw the id, insert the audit row,
-# insert the outbox row. audit_log is not RETURNING anything, on purpose: with forced RLS a
-# RETURNING clause would have to pass the org-scoped SELECT policy, which a writer serving every
-# organization does not. The event JSON travels once and is used twice.
-_PG_WRITE = """\
-WITH v AS MATERIALIZED (
-  SELECT nextval('public.audit_log_id_seq'::regclass) AS id, %(event_id)s::uuid AS event_id,
-         %(organization_id)s::bigint AS organization_id, %(event_json)s::text AS event_json
-), a AS (
-  INSERT INTO public.audit_log (id, event_id, action, entity_type, entity_id, user_id,
-                                organization_id, ip_address, user_agent, request_path,
-                                status_code, "timestamp", changes, action_context,
-                                break_glass_id, impersonation_id, event_json, row_hash)
-  SELECT v.id, v.event_id, %(action)s::varchar, %(entity_type)s::text, %(entity_id)s::bigint,
-         %(user_id)s::bigint, v.organization_id, %(ip_address)s::text, %(user_agent)s::text,
-         %(request_path)s::text, %(status_code)s::integer, %(timestamp)s::timestamptz,
-         %(changes)s::jsonb, %(action_context)s::varchar, %(break_glass_id)s::bigint,
-         %(impersonation_id)s::bigint, v.event_json, %(row_hash)s::bytea
-  FROM v
-)
-INSERT INTO public.audit_outbox (event_id, audit_id, organization_id, payload)
-SELECT v.event_id, v.id, v.organization_id, v.event_json FROM v"""
 
 _SQLITE_WRITE_LOG = text(
     "INSERT INTO main.audit_log (event_id, action, entity_type, entity_id, user_id, "
@@ -105,6 +82,15 @@ _EVENT_ID_CONSTRAINTS = ("audit_log_event_id_key", "audit_outbox_event_id_key")
 # PostgreSQL text and jsonb cannot hold U+0000; the column copies get U+FFFD instead (event_json
 # keeps the exact event, escaped). A request path of "/a%00" must not make auditing fail.
 _JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+def _from_json_params(event: Event, event_id: UUID) -> dict[str, Any] | None:
+    """``_statements.FROM_JSON``'s values for ``event``, or None when it needs ``FULL``."""
+    event_json = event.to_json()
+    if not _statements.from_json_ok(event_json):
+        return None
+    digest = row_hash(event_id, event_json)
+    return {"event_id": event_id, "event_json": event_json, "row_hash": digest}
 
 
 def _int8_or_none(value: int | None) -> int | None:
@@ -196,14 +182,15 @@ class AuditStore:
             event_id = new_event_id()
         elif not isinstance(event_id, UUID):
             raise TypeError(f"event_id must be a uuid.UUID, not {event_id!r}")
-        try:
-            params = self._params(event, event_id)
-        except (ValueError, OverflowError) as exc:
-            raise StoreError(f"could not write the audit row: {exc}") from exc
         if self._postgresql:
-            await self._write_postgresql(params)
+            from_json = _from_json_params(event, event_id)
+            if from_json is not None:
+                await self._write_postgresql(_statements.FROM_JSON_BOUND, from_json)
+            else:
+                params = self._checked_params(event, event_id)
+                await self._write_postgresql(_statements.FULL, params)
         else:
-            await self._write_sqlite(params)
+            await self._write_sqlite(self._checked_params(event, event_id))
         return event_id
 
     async def connect(self) -> AsyncConnection:
@@ -229,12 +216,17 @@ class AuditStore:
             raise TypeError(f"event must be an auditevt.Event, not {type(event).__name__}")
         if event_id is None:
             event_id = new_event_id()
-        try:
-            params = self._params(event, event_id)
-        except (ValueError, OverflowError) as exc:
-            raise StoreError(f"could not write the audit row: {exc}") from exc
         if self._postgresql:
-            await _transaction.commit_pipelined(conn, _PG_WRITE, params)
+            from_json = _from_json_params(event, event_id)
+            if from_json is not None:
+                await _transaction.commit_prepared(
+                    conn, from_json, preparable=_statements.FROM_JSON_PREPARABLE,
+                    types=_statements.FROM_JSON_TYPES, inline=_statements.FROM_JSON_BOUND,
+                )  # fmt: skip
+                return event_id
+        params = self._checked_params(event, event_id)
+        if self._postgresql:
+            await _transaction.commit_pipelined(conn, _statements.FULL, params)
             return event_id
         await _commit_sqlite(conn, params)
         return event_id
@@ -245,6 +237,12 @@ class AuditStore:
         if lock is None:
             lock = self._sqlite_locks[loop] = asyncio.Lock()
         return lock
+
+    def _checked_params(self, event: Event, event_id: UUID) -> dict[str, Any]:
+        try:
+            return self._params(event, event_id)
+        except (ValueError, OverflowError) as exc:
+            raise StoreError(f"could not write the audit row: {exc}") from exc
 
     def _params(self, event: Event, event_id: UUID) -> dict[str, Any]:
         action = event.action
@@ -294,12 +292,12 @@ class AuditStore:
             "row_hash": row_hash(event_id, event_json),
         }
 
-    async def _write_postgresql(self, params: dict[str, Any]) -> None:
+    async def _write_postgresql(self, statement: str, params: dict[str, Any]) -> None:
         retries = 0
         while True:
             try:
                 async with self._write_engine.connect() as conn:
-                    await conn.exec_driver_sql(_PG_WRITE, params)
+                    await conn.exec_driver_sql(statement, params)
                 return
             except sqlalchemy.exc.DBAPIError as exc:
                 if retries < _DISCONNECT_RETRIES and _disconnected(exc):

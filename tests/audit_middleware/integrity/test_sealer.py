@@ -29,7 +29,7 @@ from audit_middleware import (
 from audit_middleware.integrity._merkle import leaf_hash
 from audit_middleware.integrity._sealer import create_engine
 from audit_middleware.integrity._sink import load_published
-from audit_middleware.storage._store import _PG_WRITE
+from audit_middleware.storage._statements import FULL as _PG_WRITE
 from audit_middleware.storage._tables import AUDIT_LOG, AUDIT_SEALS
 from conftest import eventually, libpq, make_event
 

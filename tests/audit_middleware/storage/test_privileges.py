@@ -206,12 +206,14 @@ def _snapshot(url: str) -> dict[str, list[tuple[Any, ...]]]:
 def test_privileges_upgrade_from_0001_keeps_every_row(
     pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from audit_middleware.storage import _store
+    from audit_middleware.storage import _statements
 
     # A writer of the 0001 era: no row_hash column yet (revision 0003 adds it).
-    old_write = _store._PG_WRITE.replace(", row_hash)", ")").replace(", %(row_hash)s::bytea", "")
-    assert old_write != _store._PG_WRITE
-    monkeypatch.setattr(_store, "_PG_WRITE", old_write)
+    old_write = _statements.FROM_JSON_BOUND.replace(", row_hash)", ")").replace(
+        ", %(row_hash)s::bytea", ""
+    )
+    assert old_write != _statements.FROM_JSON_BOUND
+    monkeypatch.setattr(_statements, "FROM_JSON_BOUND", old_write)
     upgrade_to(pg_url, "0001")
 
     # A populated 0001 database, written as its shared app role; outbox rows in every state.
