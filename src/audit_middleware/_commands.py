@@ -83,9 +83,9 @@ def _relay_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _relay_run(args: argparse.Namespace) -> int:
     return relay_command(
-        args.database_url,
-        args.telemetry_url,
-        args.until_empty,
+        database_url=args.database_url,
+        telemetry_url=args.telemetry_url,
+        until_empty=args.until_empty,
         metrics_port=args.metrics_port,
         signing_key=signing_keys_argument(args, "relay"),
     )

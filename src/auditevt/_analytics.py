@@ -71,6 +71,12 @@ Properties = Annotated[
     dict[Name, PropertyValue], Field(max_length=MAX_ANALYTICS_PROPERTIES)
 ]
 
+SignedInActor = Annotated[
+    Pseudonym | None,
+    Field(description="The signed-in user's pseudonym; absent before sign-in."),
+]
+"""The ``actor`` of a browser session's request: None (left out) until the user signs in."""
+
 
 class _AnalyticsEventBase(TaggedPayload):
     event_id: uuid.UUID = Field(description="Minted by the SDK; Telemetry deduplicates on it.")
@@ -118,9 +124,7 @@ class AnalyticsTrackRequest(Payload):
     """The body of ``POST /v1/analytics/track``: a batch of one browser session's events."""
 
     organization_id: SessionOrganizationId
-    actor: Pseudonym | None = Field(
-        default=None, description="The signed-in user's pseudonym; absent before sign-in."
-    )
+    actor: SignedInActor = None
     session_id: uuid.UUID = Field(description="The browser session, minted by the SDK.")
     sent_at: Timestamp = Field(description="When the SDK sent the batch (to correct clock skew).")
     events: Annotated[list[AnalyticsEvent], AfterValidator(unique_event_ids)] = Field(

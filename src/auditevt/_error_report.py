@@ -14,7 +14,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field, Strict, StringConstraints, model_validator
 
-from auditevt._analytics import PropertyValue
+from auditevt._analytics import PropertyValue, SignedInActor
 from auditevt._device import DeviceContext
 from auditevt._fields import (
     Name,
@@ -24,7 +24,6 @@ from auditevt._fields import (
     SessionOrganizationId,
     clean_text,
 )
-from auditevt._pseudonym import Pseudonym
 from auditevt._timestamp import Timestamp
 
 __all__ = [
@@ -85,9 +84,7 @@ class ErrorReportRequest(Payload):
     """The body of ``POST /v1/errors/report``."""
 
     organization_id: SessionOrganizationId
-    actor: Pseudonym | None = Field(
-        default=None, description="The signed-in user's pseudonym; absent before sign-in."
-    )
+    actor: SignedInActor = None
     report_id: uuid.UUID = Field(description="Minted by the SDK; Telemetry deduplicates on it.")
     occurred_at: Timestamp = Field(description="When the error happened on the device.")
     category: ErrorCategory

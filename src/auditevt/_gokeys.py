@@ -89,6 +89,11 @@ _DECODER = json.JSONDecoder()
 _SPACE = re.compile(r"[ \t\n\r]*")
 
 
+def _only_space_after(text: str, pos: int) -> bool:
+    """Whether nothing but JSON white space follows ``pos`` (the top-level value ended)."""
+    return not text[pos:].strip(" \t\n\r")
+
+
 def _value_end(text: str, pos: int) -> int | None:
     """The end of the JSON value starting at or after ``pos`` (after whitespace), or None."""
     pos = _SPACE.match(text, pos).end()  # type: ignore[union-attr]  # matches "" at worst
@@ -156,9 +161,7 @@ def object_members(text: str) -> list[tuple[str, str]] | None:
         pos = after.end()
         if after.group(1) == "}":
             break
-    if text[pos:].strip(" \t\n\r"):
-        return None
-    return members
+    return members if _only_space_after(text, pos) else None
 
 
 def array_elements(text: str) -> list[str] | None:
@@ -183,9 +186,7 @@ def array_elements(text: str) -> list[str] | None:
         pos = after.end()
         if after.group(2) == "]":
             break
-    if text[pos:].strip(" \t\n\r"):
-        return None
-    return elements
+    return elements if _only_space_after(text, pos) else None
 
 
 def field_of(key: str) -> str | None:

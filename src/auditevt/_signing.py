@@ -35,7 +35,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 __all__ = [
     "DEFAULT_SIGNATURE_TOLERANCE",
@@ -86,52 +86,45 @@ class SignatureError(Exception):
     #: A short name of what failed, for answers, logs and metrics (``bad_signature``, ...).
     code: ClassVar[str] = "signature"
 
+    def __init_subclass__(cls, *, code: str | None = None, **kwargs: Any) -> None:
+        # A subclass names its code in its class line, ``class X(SignatureError, code="x")``;
+        # one that names none keeps its parent's.
+        super().__init_subclass__(**kwargs)
+        if code is not None:
+            cls.code = code
+
     def __init__(self, message: str, *, header: str) -> None:
         super().__init__(message)
         #: The header at fault (``webhook-id``, ``webhook-timestamp`` or ``webhook-signature``).
         self.header = header
 
 
-class MissingHeaderError(SignatureError):
+class MissingHeaderError(SignatureError, code="missing_header"):
     """A signature header is absent or empty: the request is not signed."""
 
-    code = "missing_header"
 
-
-class MalformedHeaderError(SignatureError):
+class MalformedHeaderError(SignatureError, code="malformed_header"):
     """A signature header is present but unreadable (not an integer, no ``v1`` signature)."""
 
-    code = "malformed_header"
 
-
-class TimestampError(SignatureError):
+class TimestampError(SignatureError, code="timestamp"):
     """The signed timestamp is outside the tolerance around the receiver's clock."""
 
-    code = "timestamp"
 
-
-class StaleTimestampError(TimestampError):
+class StaleTimestampError(TimestampError, code="stale_timestamp"):
     """The signed timestamp is older than the tolerance allows: a late replay, or a slow clock."""
 
-    code = "stale_timestamp"
 
-
-class FutureTimestampError(TimestampError):
+class FutureTimestampError(TimestampError, code="future_timestamp"):
     """The signed timestamp is further ahead than the tolerance allows: a sender's fast clock."""
 
-    code = "future_timestamp"
 
-
-class BadSignatureError(SignatureError):
+class BadSignatureError(SignatureError, code="bad_signature"):
     """No signature matches the body under any key: a forged or altered body, or a wrong key."""
 
-    code = "bad_signature"
 
-
-class ReplayError(SignatureError):
+class ReplayError(SignatureError, code="replay"):
     """This ``webhook-id`` was already verified with this timestamp: a captured request resent."""
-
-    code = "replay"
 
 
 class SigningKey:

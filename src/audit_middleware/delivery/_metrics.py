@@ -7,6 +7,7 @@ registry keeps.
 
 from __future__ import annotations
 
+import functools
 import logging
 import weakref
 from typing import Any
@@ -22,40 +23,35 @@ class RelayMetrics:
     def __init__(self, registry: Any) -> None:
         from prometheus_client import Counter, Gauge
 
-        self.pending = Gauge(
+        gauge = functools.partial(Gauge, registry=registry)
+        counter = functools.partial(Counter, registry=registry)
+        self.pending = gauge(
             "auditevt_outbox_pending",
             "Audit events waiting in the outbox (not delivered, not dead-lettered).",
-            registry=registry,
         )
-        self.oldest_age = Gauge(
+        self.oldest_age = gauge(
             "auditevt_outbox_oldest_pending_age_seconds",
             "Seconds since the oldest pending audit event was written; alert on this.",
-            registry=registry,
         )
-        self.dead_letters = Gauge(
+        self.dead_letters = gauge(
             "auditevt_outbox_dead_letters",
             "Dead-lettered audit events kept in the outbox now (until re-driven).",
-            registry=registry,
         )
-        self.delivered = Counter(
+        self.delivered = counter(
             "auditevt_relay_delivered",
             "Audit events the receiver answered accepted or duplicate.",
-            registry=registry,
         )
-        self.retried = Counter(
+        self.retried = counter(
             "auditevt_relay_retried",
             "Audit event deliveries rescheduled after a failure.",
-            registry=registry,
         )
-        self.dead_lettered = Counter(
+        self.dead_lettered = counter(
             "auditevt_relay_dead_lettered",
             "Audit events relays dead-lettered (rejected, or out of attempts).",
-            registry=registry,
         )
-        self.export_errors = Counter(
+        self.export_errors = counter(
             "auditevt_relay_export_errors",
             "Batches whose exporter failed unexpectedly (a bug); their events stay queued.",
-            registry=registry,
         )
 
     def set_gauges(self, pending: int, oldest_age: float, dead_letters: int) -> None:

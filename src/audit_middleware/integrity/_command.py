@@ -12,8 +12,11 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from audit_middleware._exceptions import IntegrityError
 from audit_middleware.integrity._export import build_export, verify_export
@@ -25,6 +28,9 @@ from audit_middleware.integrity._verify import DEFAULT_MAX_UNSEALED_AGE, verify_
 from auditevt._cli import Command, UsageError
 
 __all__ = ["KEYGEN", "PROVE", "SEAL", "VERIFY"]
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 _DB_HELP = "postgresql+psycopg://user@host:5432/db or sqlite:///path.sqlite3"
 
@@ -39,6 +45,24 @@ def _check_url(command: str, url: str) -> None:
         create_engine(url)  # parses only; nothing connects
     except (TypeError, ValueError) as exc:
         raise UsageError(f"{command}: --database-url: {exc}") from None
+
+
+def _on_database(
+    url: str,
+    work: Callable[Concatenate[AsyncEngine, _P], Awaitable[_T]],
+    *args: _P.args,
+    **kwargs: _P.kwargs,
+) -> _T:
+    """``work(engine, *args, **kwargs)`` on an engine for ``url``, disposed of afterwards."""
+
+    async def run() -> _T:
+        engine = create_engine(url)
+        try:
+            return await work(engine, *args, **kwargs)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
 
 
 # --- seal ------------------------------------------------------------------------------------
@@ -187,22 +211,15 @@ def verify_run(args: argparse.Namespace) -> int:
             raise UsageError(f"verify: {args.export}: {exc}") from None
     else:
         _check_url("verify", args.database_url)
-
-        async def run() -> VerifyReport:
-            engine = create_engine(args.database_url)
-            try:
-                return await verify_database(
-                    engine,
-                    keys,
-                    organization=args.organization,
-                    published=args.published,
-                    max_unsealed_age=args.max_unsealed_age,
-                )
-            finally:
-                await engine.dispose()
-
         try:
-            report = asyncio.run(run())
+            report = _on_database(
+                args.database_url,
+                verify_database,
+                keys,
+                organization=args.organization,
+                published=args.published,
+                max_unsealed_age=args.max_unsealed_age,
+            )
         except IntegrityError as exc:
             return _fail("verify", exc)
     _print_report(report, args.json)
@@ -224,16 +241,8 @@ def prove_arguments(parser: argparse.ArgumentParser) -> None:
 def prove_run(args: argparse.Namespace) -> int:
     """Write organization N's sealed rows with their inclusion proofs and the seals."""
     _check_url("prove", args.database_url)
-
-    async def run() -> dict[str, Any]:
-        engine = create_engine(args.database_url)
-        try:
-            return await build_export(engine, args.organization)
-        finally:
-            await engine.dispose()
-
     try:
-        export = asyncio.run(run())
+        export = _on_database(args.database_url, build_export, args.organization)
     except IntegrityError as exc:
         return _fail("prove", exc)
     text = json.dumps(export, indent=1) + "\n"

@@ -21,11 +21,6 @@ from auditevt import Action, Event, Timestamp
 
 __all__ = ["ACCESS_ENTITY", "REVIEW_ENTITY", "Admin", "AccessAuditor"]
 
-ACCESS_ENTITY = "audit_access"
-"""``entity_type`` of the event a read of the audit log writes."""
-REVIEW_ENTITY = "audit_review"
-"""``entity_type`` of the event a recorded review writes."""
-
 
 @dataclass(frozen=True, slots=True)
 class Admin:
@@ -37,6 +32,12 @@ class Admin:
     """Their user id: the actor of the access events, the reviewer of their reviews."""
     may_review: bool
     """Whether they may record reviews."""
+
+
+ACCESS_ENTITY = "audit_access"
+"""``entity_type`` of the event a read of the audit log writes."""
+REVIEW_ENTITY = "audit_review"
+"""``entity_type`` of the event a recorded review writes."""
 
 
 class AccessAuditor:
