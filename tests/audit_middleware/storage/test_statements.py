@@ -1,0 +1,143 @@
+"""The two write statements give a row the same columns; the prepared one is prepared once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+
+from audit_middleware import AuditStore, StoreError
+from audit_middleware.storage import _statements
+from audit_middleware.storage._store import _from_json_params, new_event_id
+from auditevt import ActionContext, Event, Timestamp
+from conftest import libpq, make_event
+
+pytestmark = pytest.mark.anyio
+
+_COLUMNS = (
+    "action, entity_type, entity_id, user_id, organization_id, ip_address, user_agent, "
+    'request_path, status_code, "timestamp", changes, action_context, break_glass_id, '
+    "impersonation_id, event_json"
+)
+
+EVENTS = {
+    "typical": make_event(changes={"before": {"room": "B-12"}, "after": {"room": "C-4"}}),
+    "numbers": make_event(
+        changes={"n": [0, -0.0, 1e21, 1e-7, 2**63, 10**300, 0.1, -12.5, 1e17, True, None]}
+    ),
+    "text": make_event(
+        entity_type="pat<i>ent&co",
+        user_agent="Mozilla \u2028 \u00e9 \U0001f600 \"quoted\" back\\slash",
+        request_path="/ä/<script>",
+        changes={"html": "<b>&amp;</b>", "emoji": "\U0001f600", "esc": "tab\tnl\n"},
+    ),
+    "zero_entity_and_context": make_event(
+        entity_id=0,
+        action_context=ActionContext.BREAK_GLASS,
+        break_glass_id=0,
+        timestamp=Timestamp.from_unix_ns(1_795_000_000_123_456_789, -28_800),
+    ),
+    "impersonation_nanoseconds": make_event(
+        action_context=ActionContext.IMPERSONATION,
+        impersonation_id=2**62,
+        timestamp=Timestamp.parse("2026-11-27T10:11:12.999999999+05:45"),
+        changes=[{"deep": [[[{"x": 1}]]]}, "s", 3],
+    ),
+}
+
+
+def _rows(url: str, ids: list[Any]) -> list[tuple[Any, ...]]:
+    with psycopg.connect(libpq(url)) as conn:
+        return [
+            conn.execute(f"SELECT {_COLUMNS} FROM audit_log WHERE event_id = %s", [i]).fetchone()
+            or ()
+            for i in ids
+        ]
+
+
+@pytest.mark.parametrize("name", sorted(EVENTS))
+async def test_both_statements_write_the_same_columns(
+    pg_store: AuditStore, pg_url: str, name: str
+) -> None:
+    event = EVENTS[name]
+    full_id, from_json_id = new_event_id(), new_event_id()
+    await pg_store._write_postgresql(_statements.FULL, pg_store._checked_params(event, full_id))
+    from_json = _from_json_params(event, from_json_id)
+    assert from_json is not None
+    await pg_store._write_postgresql(_statements.FROM_JSON_BOUND, from_json)
+    full, derived = _rows(pg_url, [full_id, from_json_id])
+    # changes compare as Python values: jsonb keeps numbers as numeric (-0.0 reads as 0.0 or 0).
+    assert full == derived
+    assert Event.model_validate_json(derived[-1]) == event
+
+
+async def test_an_event_escaping_nul_takes_the_full_statement(pg_store: AuditStore) -> None:
+    event = make_event(request_path="/a\x00b")
+    assert _from_json_params(event, new_event_id()) is None
+    await pg_store.write(event)  # and is written (columns with U+FFFD: test_store.py)
+
+
+async def _prepared_names(conn: Any) -> list[str]:
+    driver = conn.sync_connection.connection.driver_connection
+    cursor = await driver.execute(
+        "SELECT name FROM pg_prepared_statements WHERE name LIKE 'auditevt_write_%'"
+    )
+    return [row[0] for row in await cursor.fetchall()]
+
+
+async def test_commit_with_prepares_once_per_connection(pg_store: AuditStore) -> None:
+    seen: set[tuple[str, ...]] = set()
+    for number in range(8):
+        conn = await pg_store.connect()
+        try:
+            await pg_store.commit_with(conn, make_event(number))
+            names = tuple(await _prepared_names(conn))
+            await conn.rollback()
+        finally:
+            await pg_store.release(conn)
+        assert len(names) == 1, names
+        seen.add(names)
+    # The pool hands the same connection back (one at a time here): one PREPARE for eight writes.
+    assert len(seen) == 1
+
+
+async def test_a_deallocated_statement_fails_one_write_then_prepares_again(
+    pg_store: AuditStore, pg_url: str
+) -> None:
+    conn = await pg_store.connect()
+    try:
+        await pg_store.commit_with(conn, make_event(1))
+    finally:
+        await pg_store.release(conn)
+    conn = await pg_store.connect()
+    try:
+        driver = conn.sync_connection.connection.driver_connection  # type: ignore[union-attr]
+        await driver.execute("DEALLOCATE ALL")  # e.g. a pooler's reset between requests
+        with pytest.raises(StoreError, match="auditevt_write_"):
+            await pg_store.commit_with(conn, make_event(2))
+        await conn.rollback()  # what the middleware does: nothing of the request is committed
+        await pg_store.commit_with(conn, make_event(3))
+    finally:
+        await pg_store.release(conn)
+    with psycopg.connect(libpq(pg_url)) as check:
+        ids = [row[0] for row in check.execute("SELECT entity_id FROM audit_log ORDER BY id")]
+    assert ids == [1, 3]
+
+
+async def test_prepared_statements_off_sends_the_statement_inline(pg_url: str) -> None:
+    from audit_middleware import migrate
+
+    await migrate(pg_url)
+    # As behind PgBouncer in transaction mode: psycopg told not to prepare.
+    store = AuditStore.from_url(pg_url, connect_args={"prepare_threshold": None})
+    async with store:
+        for number in range(3):
+            conn = await store.connect()
+            try:
+                await store.commit_with(conn, make_event(number))
+                assert await _prepared_names(conn) == []
+            finally:
+                await store.release(conn)
+    with psycopg.connect(libpq(pg_url)) as check:
+        assert check.execute("SELECT count(*) FROM audit_outbox").fetchone() == (3,)
