@@ -39,7 +39,7 @@ __all__ = [
     "ChangesLimits",
     "Oversized",
     "encode_natural",
-    "prepare_changes",
+    "prepare_weighed",
 ]
 
 _MAX_SHOWN = 80  # characters of a bad value (or key) quoted in an error message
@@ -273,8 +273,15 @@ class _Walk:
         return items
 
 
-def prepare_changes(changes: Any, limits: ChangesLimits) -> Any:
-    """``changes`` checked and encoded for the event, or :class:`Oversized` past a limit.
+
+
+# How much settle_changes redacts on the event loop (its _INLINE): elements, strings by length.
+LIGHT_WEIGHT = 256
+
+
+def prepare_weighed(changes: Any, limits: ChangesLimits) -> tuple[Any, bool]:
+    """``changes`` checked and encoded for the event (or :class:`Oversized` past a limit), and
+    whether it is light enough for settle_changes to redact on the loop.
 
     Encoded as Go's ``encoding/json`` would see them: an aware ``datetime`` as RFC 3339 text
     (``2026-12-01T09:30:00.5+01:00``, ``Z`` for UTC), a ``date`` as ``2026-12-01``, a ``UUID`` as
@@ -283,9 +290,16 @@ def prepare_changes(changes: Any, limits: ChangesLimits) -> Any:
     text (as Go writes a ``[]byte``), any ``Mapping`` as an object and int keys as their decimal
     text. Raises ``ConfigurationError`` (a ``ValueError`` and a ``TypeError``) naming the path
     and the value otherwise.
+
+    The walk's own tally bounds the weight settle_changes would measure (each element once, and
+    every string's length at most its UTF-8 size), so the usual small ``changes`` are not
+    walked a second time to find that out.
     """
     walk = _Walk(limits)
     try:
-        return walk.value(changes, (), 0)
+        prepared = walk.value(changes, (), 0)
     except _Exceeded as exceeded:
-        return Oversized(changes, str(exceeded), limits)
+        return Oversized(changes, str(exceeded), limits), False
+    elements = limits.max_elements - walk.elements_left + 1
+    size = limits.max_bytes - walk.bytes_left
+    return prepared, elements + size // 64 <= LIGHT_WEIGHT

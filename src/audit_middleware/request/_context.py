@@ -11,7 +11,7 @@ from collections.abc import MutableMapping
 from contextvars import ContextVar, Token
 from typing import Any
 
-from audit_middleware.request._changes import ChangesLimits, prepare_changes
+from audit_middleware.request._changes import ChangesLimits, prepare_weighed
 
 __all__ = ["STATE_KEY", "RequestAudit", "record"]
 
@@ -26,7 +26,16 @@ _current: ContextVar[RequestAudit | None] = ContextVar("audit_middleware.request
 class RequestAudit:
     """Per-request values a handler may set; read once, when the response starts."""
 
-    __slots__ = ("audited", "changes", "entity_id", "entity_type", "limits", "sealed", "skip")
+    __slots__ = (
+        "audited",
+        "changes",
+        "changes_light",
+        "entity_id",
+        "entity_type",
+        "limits",
+        "sealed",
+        "skip",
+    )
 
     def __init__(self, *, audited: bool, limits: ChangesLimits | None = None) -> None:
         self.audited = audited
@@ -35,6 +44,7 @@ class RequestAudit:
         self.entity_type: str | None = None
         self.entity_id: int | None = None
         self.changes: Any = None
+        self.changes_light = False  # small enough to redact on the loop (prepare_weighed)
         self.skip = False
         # Set once the event is built: a later record() would be silently lost, so it raises.
         self.sealed = False
@@ -112,15 +122,17 @@ def record(
             "record() was called after the response started: the audit event is already "
             "written; call it before returning the response"
         )
+    light = False
     if changes is not None:
         # Checked and encoded here, before anything is stored: a bad value fails the call.
-        changes = prepare_changes(changes, audit.limits)
+        changes, light = prepare_weighed(changes, audit.limits)
     if entity_type is not None:
         audit.entity_type = entity_type
     if entity_id is not None:
         audit.entity_id = entity_id
     if changes is not None:
         audit.changes = changes
+        audit.changes_light = light
     if skip:
         audit.skip = True
     return True

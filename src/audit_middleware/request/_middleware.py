@@ -265,7 +265,9 @@ class AuditMiddleware:
                 resolved = await resolved
         if not attempt:
             # Redacted here (an oversized one summarised in slices that yield to the loop).
-            audit.changes = await settle_changes(audit.changes, config.redaction)
+            audit.changes = await settle_changes(
+                audit.changes, config.redaction, light=audit.changes_light
+            )
         path = scope["path"]
 
         def on_anonymous(organization_id: int) -> None:

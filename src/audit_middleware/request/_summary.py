@@ -30,7 +30,12 @@ from typing import Any
 import anyio.lowlevel
 import anyio.to_thread
 
-from audit_middleware.request._changes import ChangesLimits, Oversized, encode_natural
+from audit_middleware.request._changes import (
+    LIGHT_WEIGHT,
+    ChangesLimits,
+    Oversized,
+    encode_natural,
+)
 
 __all__ = ["settle_changes", "summarize"]
 
@@ -39,7 +44,7 @@ _BATCH = 128  # weight of the members redacted and encoded by one redactor call
 _PIECE = 1 << 16  # characters of a longer string redacted at a time
 _PROBE = "\x00audit_middleware.probe\x00"
 # Heavier changes than this (elements, strings by length) are redacted in a worker thread.
-_INLINE = 256
+_INLINE = LIGHT_WEIGHT
 
 
 def _json_default(value: Any) -> Any:
@@ -177,7 +182,9 @@ async def summarize(
     return {"$oversized": info}
 
 
-async def settle_changes(changes: Any, redaction: Callable[[Any], Any]) -> Any:
+async def settle_changes(
+    changes: Any, redaction: Callable[[Any], Any], *, light: bool = False
+) -> Any:
     """The ``changes`` to write: redacted, or, when oversized, its summary.
 
     Small ``changes`` (the common case) are redacted on the loop: a thread would cost more than
@@ -187,6 +194,8 @@ async def settle_changes(changes: Any, redaction: Callable[[Any], Any]) -> Any:
     """
     if changes is None:
         return None
+    if light:  # known from record()'s walk (prepare_weighed): no need to weigh it again
+        return redaction(changes)
     if isinstance(changes, Oversized):
         return await summarize(changes.value, changes.reason, changes.limits, redaction)
     if _weight(changes, _INLINE) < 0:

@@ -6,6 +6,7 @@ import datetime as dt
 import enum
 import hashlib
 import json
+import random
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -19,11 +20,15 @@ from audit_middleware.request._changes import (
     MAX_CHANGES_DEPTH,
     ChangesLimits,
     Oversized,
-    prepare_changes,
+    prepare_weighed,
 )
 from audit_middleware.request._context import STATE_KEY, RequestAudit
 from audit_middleware.request._redaction import RedactionPolicy
-from audit_middleware.request._summary import settle_changes
+from audit_middleware.request._summary import _INLINE, _weight, settle_changes
+
+
+def prepare_changes(changes: Any, limits: ChangesLimits) -> Any:
+    return prepare_weighed(changes, limits)[0]
 
 
 def scope_for(audit: RequestAudit) -> dict[str, Any]:
@@ -300,3 +305,33 @@ async def test_small_changes_are_redacted_inline_larger_ones_in_a_worker_thread(
     }
     assert threads[0] is threading.current_thread()
     assert threads[1] is not threading.current_thread()
+
+
+def _random_changes(rng: random.Random, depth: int = 0) -> Any:
+    pick = rng.random()
+    if depth > 4 or pick < 0.45:
+        return rng.choice(
+            [rng.randrange(-5, 10**6), "s" * rng.randrange(0, 300), "é" * rng.randrange(0, 90),
+             None, True, 0.5, dt.date(2026, 12, 1), uuid.UUID(int=rng.getrandbits(128))]
+        )  # fmt: skip
+    if pick < 0.7:
+        return [_random_changes(rng, depth + 1) for _ in range(rng.randrange(0, 12))]
+    return {f"k{i}" * rng.randrange(1, 40): _random_changes(rng, depth + 1) for i in range(12)}
+
+
+def test_light_changes_are_never_heavier_than_settle_changes_measures() -> None:
+    # prepare_weighed's "light" skips settle_changes' own weighing: it must never call light
+    # what that weighing would send to a thread.
+    rng = random.Random(11)
+    light_seen = heavy_seen = 0
+    for _ in range(2000):
+        prepared, light = prepare_weighed(_random_changes(rng), ChangesLimits())
+        if isinstance(prepared, Oversized):
+            assert not light
+            continue
+        if light:
+            light_seen += 1
+            assert _weight(prepared, _INLINE) >= 0, prepared
+        else:
+            heavy_seen += 1
+    assert light_seen > 500 and heavy_seen > 50  # both sides of the line were exercised
