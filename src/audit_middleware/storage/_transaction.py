@@ -75,7 +75,7 @@ async def open_connection(
 
 async def release_connection(conn: AsyncConnection, held: Locks) -> None:
     """Close ``conn`` (rolling back anything uncommitted) and release its lock."""
-    lock = held.pop(conn, None)
+    lock = held.pop(conn, None) if held else None  # PostgreSQL holds no lock: skip the lookup
     try:
         await conn.close()
     except (sqlalchemy.exc.SQLAlchemyError, OSError):
@@ -133,11 +133,12 @@ async def commit_pipelined(conn: AsyncConnection, statement: str, params: dict[s
     await conn.commit()
 
 
-# The name of the write statement PREPAREd on each connection; absent: not (or not surely)
-# prepared. A fresh name each time, so that a PREPARE whose outcome is unknown never collides.
-_prepared: weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], str] = (
-    weakref.WeakKeyDictionary()
-)
+# Where a connection keeps the EXECUTE of the write statement PREPAREd on it, and the cursor that
+# sends it (a cursor costs more to make than to reuse): the pool's info of the DBAPI connection,
+# which lives exactly as long as the server session holding the statement. Absent: not (or not
+# surely) prepared; a fresh name each time, so that a PREPARE whose outcome is unknown never
+# collides.
+_PREPARED_KEY = "auditevt.prepared_write"
 _names = itertools.count(1)
 
 
@@ -156,22 +157,23 @@ async def commit_prepared(
     the next one prepares again.
     """
     driver = await _driver(conn)
-    if driver.prepare_threshold is None:
-        name = None
-        query = inline + ";\nCOMMIT"
+    info = conn.info
+    known: tuple[str, psycopg.AsyncClientCursor[Any]] | None = info.pop(_PREPARED_KEY, None)
+    if known is not None:
+        query, cursor = known
+        execute = query
     else:
-        name = _prepared.pop(driver, None)
-        arguments = ", ".join(f"%({key})s" for key in params)
-        execute = "EXECUTE {} (" + arguments + ");\nCOMMIT"
-        if name is None:
-            name = f"auditevt_write_{next(_names)}"
-            query = f"PREPARE {name} ({types}) AS {preparable};\n" + execute.format(name)
+        cursor = psycopg.AsyncClientCursor(driver)
+        if driver.prepare_threshold is None:
+            execute = query = inline + ";\nCOMMIT"
         else:
-            query = execute.format(name)
+            name = f"auditevt_write_{next(_names)}"
+            arguments = ", ".join(f"%({key})s" for key in params)
+            execute = f"EXECUTE {name} ({arguments});\nCOMMIT"
+            query = f"PREPARE {name} ({types}) AS {preparable};\n{execute}"
     try:
-        await psycopg.AsyncClientCursor(driver).execute(query, params, prepare=False)
+        await cursor.execute(query, params, prepare=False)
     except psycopg.Error as exc:
         raise await _translate(conn, driver, query, exc) from exc
-    if name is not None:
-        _prepared[driver] = name
+    info[_PREPARED_KEY] = (execute, cursor)
     await conn.commit()  # bookkeeping only, as in commit_pipelined
