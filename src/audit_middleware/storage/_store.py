@@ -32,6 +32,7 @@ from audit_middleware._exceptions import StoreError, map_database_error
 from audit_middleware.integrity._rowhash import row_hash
 from audit_middleware.storage import _statements, _transaction
 from audit_middleware.storage._check import check_postgresql, check_sqlite_schema
+from audit_middleware.storage._closing import EngineCloser
 from audit_middleware.storage._urls import async_url
 from auditevt import Action, Event
 
@@ -110,7 +111,7 @@ def _changes_json(changes: Any, postgresql: bool) -> str | None:
     return encoded
 
 
-class AuditStore:
+class AuditStore(EngineCloser):
     """Writes audit events to ``audit_log`` and ``audit_outbox`` (see ``migrate()``).
 
     Build one per process with :meth:`from_url`, or wrap an ``AsyncEngine`` you configured
@@ -342,16 +343,6 @@ class AuditStore:
             logger.warning("audit_log row-level security is bypassed: %s", reason)
         return reasons
 
-    async def aclose(self) -> None:
-        """Dispose of the engine if the store created it (``from_url``)."""
-        if self._owns_engine:
-            await self._engine.dispose()
-
-    async def __aenter__(self) -> AuditStore:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
 
 def create_engine(url: str | URL, **engine_kwargs: Any) -> AsyncEngine:
