@@ -83,19 +83,19 @@ def seal_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--publish", metavar="DIR", help="also write each seal to DIR, outside the database"
     )
+    _sealer_option(parser, "max_rows", "N", "most rows per seal")
+    _sealer_option(parser, "settle", "S", "seconds to wait for writers in flight")
+
+
+def _sealer_option(parser: argparse.ArgumentParser, field: str, metavar: str, help: str) -> None:
+    # The option takes its type and default from the SealerConfig field it sets.
+    default = getattr(SealerConfig, field)
     parser.add_argument(
-        "--max-rows",
-        type=int,
-        default=SealerConfig.max_rows,
-        metavar="N",
-        help=f"most rows per seal (default {SealerConfig.max_rows})",
-    )
-    parser.add_argument(
-        "--settle",
-        type=float,
-        default=SealerConfig.settle,
-        metavar="S",
-        help=f"seconds to wait for writers in flight (default {SealerConfig.settle})",
+        f"--{field.replace('_', '-')}",
+        type=type(default),
+        default=default,
+        metavar=metavar,
+        help=f"{help} (default {default})",
     )
 
 
