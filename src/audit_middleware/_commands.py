@@ -18,7 +18,7 @@ from audit_middleware.storage._partitions import DEFAULT_MONTHS_AHEAD, Partition
 from audit_middleware.storage._retention import RetentionWindow, apply_retention, plan_retention
 from audit_middleware.storage._store import create_engine
 from audit_middleware.storage._urls import async_url
-from auditevt._cli import Command, UsageError
+from auditevt._cli import UsageError, command
 from auditevt._cli_signing import add_signing_key_argument, signing_keys_argument
 
 __all__ = [
@@ -29,6 +29,18 @@ __all__ = [
     "add_database_url",
     "add_telemetry_url",
 ]
+
+_HELP = {
+    "migrate": "create or upgrade the audit tables (and PostgreSQL's RLS, roles, triggers)",
+    "relay": "forward the outbox to Telemetry until stopped (or until empty)",
+    "partitions": (
+        "create audit_log's monthly partitions ahead of time and report them (PostgreSQL)"
+    ),
+    "retention": (
+        "remove whole months of audit_log older than --keep, once delivered and not on hold"
+    ),
+}
+"""The line each command shows in ``auditevt --help``, by name."""
 
 
 def add_database_url(parser: argparse.ArgumentParser, *, required: bool, help: str = "") -> None:
@@ -54,7 +66,8 @@ def _migrate_arguments(parser: argparse.ArgumentParser) -> None:
     add_database_url(parser, required=True)
 
 
-def _migrate_run(args: argparse.Namespace) -> int:
+@command("migrate", help=_HELP["migrate"], arguments=_migrate_arguments)
+def MIGRATE(args: argparse.Namespace) -> int:
     try:
         async_url(args.database_url)
     except (TypeError, ValueError) as exc:
@@ -81,7 +94,8 @@ def _relay_arguments(parser: argparse.ArgumentParser) -> None:
     add_signing_key_argument(parser, "sign every request to Telemetry")
 
 
-def _relay_run(args: argparse.Namespace) -> int:
+@command("relay", help=_HELP["relay"], arguments=_relay_arguments)
+def RELAY(args: argparse.Namespace) -> int:
     return relay_command(
         database_url=args.database_url,
         telemetry_url=args.telemetry_url,
@@ -89,20 +103,6 @@ def _relay_run(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         signing_key=signing_keys_argument(args, "relay"),
     )
-
-
-MIGRATE = Command(
-    name="migrate",
-    help="create or upgrade the audit tables (and PostgreSQL's RLS, roles, triggers)",
-    add_arguments=_migrate_arguments,
-    run=_migrate_run,
-)
-RELAY = Command(
-    name="relay",
-    help="forward the outbox to Telemetry until stopped (or until empty)",
-    add_arguments=_relay_arguments,
-    run=_relay_run,
-)
 
 
 def _partitions_arguments(parser: argparse.ArgumentParser) -> None:
@@ -116,7 +116,8 @@ def _partitions_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _partitions_run(args: argparse.Namespace) -> int:
+@command("partitions", help=_HELP["partitions"], arguments=_partitions_arguments)
+def PARTITIONS(args: argparse.Namespace) -> int:
     engine = _postgresql_engine("partitions", args.database_url)
     return asyncio.run(_partitions(engine, args.months_ahead))
 
@@ -159,7 +160,8 @@ def _retention_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _retention_run(args: argparse.Namespace) -> int:
+@command("retention", help=_HELP["retention"], arguments=_retention_arguments)
+def RETENTION(args: argparse.Namespace) -> int:
     try:
         keep = RetentionWindow.parse(args.keep)
     except ConfigurationError as exc:
@@ -205,17 +207,3 @@ def _postgresql_engine(command: str, url: str) -> AsyncEngine:
             "(append-only). Retention and partitions need PostgreSQL"
         )
     return create_engine(url)
-
-
-PARTITIONS = Command(
-    name="partitions",
-    help="create audit_log's monthly partitions ahead of time and report them (PostgreSQL)",
-    add_arguments=_partitions_arguments,
-    run=_partitions_run,
-)
-RETENTION = Command(
-    name="retention",
-    help="remove whole months of audit_log older than --keep, once delivered and not on hold",
-    add_arguments=_retention_arguments,
-    run=_retention_run,
-)

@@ -1,10 +1,11 @@
 """The ``auditevt`` command line.
 
 Every subcommand is a :class:`Command` value: a name, a help line, a function that adds its
-arguments and a function that runs it. This package defines ``schema`` and ``validate``; the
-packages above it register theirs (``migrate``, ``relay``, ``telemetry``, ``demo``, ...) as
-entry points in the ``auditevt.commands`` group, so the contract layer never imports upward and
-``auditevt`` with pydantic alone still starts: a command whose extra is missing says which one.
+arguments and a function that runs it (the decorator :func:`command` makes one of the last).
+This package defines ``schema`` and ``validate``; the packages above it register theirs
+(``migrate``, ``relay``, ``telemetry``, ``demo``, ...) as entry points in the
+``auditevt.commands`` group, so the contract layer never imports upward and ``auditevt`` with
+pydantic alone still starts: a command whose extra is missing says which one.
 
 One exit-status rule for every command:
 
@@ -42,6 +43,7 @@ __all__ = [
     "Command",
     "UsageError",
     "build_parser",
+    "command",
     "find_commands",
     "main",
 ]
@@ -66,11 +68,33 @@ class Command:
     stderr); raises :class:`UsageError` for a user error (exit 2)."""
 
 
+def command(
+    name: str, *, help: str, arguments: Callable[[argparse.ArgumentParser], None]
+) -> Callable[[Callable[[argparse.Namespace], int]], Command]:
+    """Make the decorated function the ``run`` of a :class:`Command` and bind its name to that.
+
+    ``@command("seal", help=..., arguments=seal_arguments)`` over ``def SEAL(args)``: ``SEAL``
+    is then the :class:`Command` value an ``auditevt.commands`` entry point names.
+    """
+
+    def decorate(run: Callable[[argparse.Namespace], int]) -> Command:
+        return Command(name=name, help=help, add_arguments=arguments, run=run)
+
+    return decorate
+
+
 class _Parser(argparse.ArgumentParser):
     # argparse prints its usage and exits on a bad argument; we want one line and a status.
     def error(self, message: str) -> NoReturn:
         command = self.prog.removeprefix("auditevt").strip()
         raise UsageError(f"{command}: {message}" if command else message)
+
+
+_HELP = {
+    "schema": "print the JSON Schema of Event or another model",
+    "validate": "check JSON Lines of Events; exit 1 if any is invalid",
+}
+"""The line each built-in command shows in ``auditevt --help``, by name."""
 
 
 # --- schema -----------------------------------------------------------------------------------
@@ -92,7 +116,8 @@ def _schema_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _schema_run(args: argparse.Namespace) -> int:
+@command("schema", help=_HELP["schema"], arguments=_schema_arguments)
+def _SCHEMA(args: argparse.Namespace) -> int:
     if args.write is not None:
         if args.model is not None:
             raise UsageError("schema: give either MODEL or --write, not both")
@@ -144,7 +169,8 @@ def _got(error: Any) -> str:
     return f" (got {text[:77] + '...' if len(text) > 80 else text})"
 
 
-def _validate_run(args: argparse.Namespace) -> int:
+@command("validate", help=_HELP["validate"], arguments=_validate_arguments)
+def _VALIDATE(args: argparse.Namespace) -> int:
     valid = invalid = 0
     out = sys.stdout
     for number, line in enumerate(_lines(args.file), start=1):
@@ -167,20 +193,7 @@ def _validate_run(args: argparse.Namespace) -> int:
 #: The entry-point group where other packages register their subcommands, each a :class:`Command`.
 ENTRY_POINT_GROUP = "auditevt.commands"
 
-BUILTIN_COMMANDS: tuple[Command, ...] = (
-    Command(
-        name="schema",
-        help="print the JSON Schema of Event or another model",
-        add_arguments=_schema_arguments,
-        run=_schema_run,
-    ),
-    Command(
-        name="validate",
-        help="check JSON Lines of Events; exit 1 if any is invalid",
-        add_arguments=_validate_arguments,
-        run=_validate_run,
-    ),
-)
+BUILTIN_COMMANDS: tuple[Command, ...] = (_SCHEMA, _VALIDATE)
 """The commands of the contract package itself."""
 
 

@@ -12,17 +12,17 @@ import enum
 import uuid
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, Strict, StringConstraints, model_validator
+from pydantic import Field, Strict, model_validator
 
 from auditevt._analytics import PropertyValue, SignedInActor
 from auditevt._device import DeviceContext
 from auditevt._fields import (
+    CleanText,
     Name,
     Payload,
     RequestPath,
     Response,
     SessionOrganizationId,
-    clean_text,
 )
 from auditevt._timestamp import Timestamp
 
@@ -44,18 +44,8 @@ MAX_STACK_LENGTH = 16_384
 MAX_ERROR_CONTEXT_ITEMS = 32
 
 
-ErrorMessage = Annotated[
-    str,
-    Strict(),
-    StringConstraints(min_length=1, max_length=MAX_ERROR_MESSAGE_LENGTH),
-    AfterValidator(clean_text),
-]
-StackTrace = Annotated[
-    str,
-    Strict(),
-    StringConstraints(min_length=1, max_length=MAX_STACK_LENGTH),
-    AfterValidator(clean_text),
-]
+ErrorMessage = Annotated[str, CleanText(MAX_ERROR_MESSAGE_LENGTH)]
+StackTrace = Annotated[str, CleanText(MAX_STACK_LENGTH)]
 
 
 class ErrorCategory(enum.StrEnum):

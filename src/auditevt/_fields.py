@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Annotated, Any, Protocol, TypeVar
 
+from annotated_types import GroupedMetadata
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, StringConstraints
 from pydantic_core import ErrorDetails
 
@@ -21,6 +23,7 @@ __all__ = [
     "MAX_LABEL_LENGTH",
     "MAX_NAME_LENGTH",
     "MAX_PATH_LENGTH",
+    "CleanText",
     "Count",
     "FiniteFloat",
     "Label",
@@ -65,12 +68,22 @@ Name = Annotated[
 ]
 """An identifier: 1 to 128 characters of ``A-Z a-z 0-9 _ . : / -`` (no spaces, no PII)."""
 
-Label = Annotated[
-    str,
-    Strict(),
-    StringConstraints(min_length=1, max_length=MAX_LABEL_LENGTH),
-    AfterValidator(clean_text),
-]
+@dataclass(frozen=True)
+class CleanText(GroupedMetadata):
+    """``Annotated[str, CleanText(n)]``: a JSON string of 1 to ``n`` characters, then clean_text.
+
+    The length is checked first, so a huge string is refused before it is scanned.
+    """
+
+    max_length: int
+
+    def __iter__(self) -> Iterator[object]:
+        yield Strict()
+        yield StringConstraints(min_length=1, max_length=self.max_length)
+        yield AfterValidator(clean_text)
+
+
+Label = Annotated[str, CleanText(MAX_LABEL_LENGTH)]
 """A short human-readable label of 1 to 64 characters: ``Mobile Safari``, ``17.4.1``."""
 
 RequestPath = Annotated[

@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 
 from audit_middleware._commands import add_telemetry_url
-from auditevt._cli import Command
+from auditevt._cli import command
 from auditevt._cli_signing import add_signing_key_argument, signing_keys_argument
 from auditevt_demo._demo import demo_command
 
 __all__ = ["DEMO"]
+
+_HELP = "run a sample Core API with the middleware, the relay and a Telemetry stand-in"
+"""The line ``auditevt --help`` shows for ``demo``."""
 
 
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +41,8 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _demo_run(args: argparse.Namespace) -> int:
+@command("demo", help=_HELP, arguments=_demo_arguments)
+def DEMO(args: argparse.Namespace) -> int:
     return demo_command(
         requests=args.requests,
         database_url=args.database_url,
@@ -47,11 +51,3 @@ def _demo_run(args: argparse.Namespace) -> int:
         signing_key=signing_keys_argument(args, "demo"),
         serve=args.serve,
     )
-
-
-DEMO = Command(
-    name="demo",
-    help="run a sample Core API with the middleware, the relay and a Telemetry stand-in",
-    add_arguments=_demo_arguments,
-    run=_demo_run,
-)

@@ -69,24 +69,22 @@ class Call(Generic[R]):
 
 def audit_ingest(request: IngestRequest) -> Call[IngestResponse]:
     _check_type("request", request, IngestRequest)
-    return Call(
-        "POST",
-        "/v1/audit/ingest",
-        IngestResponse,
-        body=request.to_json(),
-        check=lambda response: response.check_answers(request),
-    )
+    return _ingest(request.to_json(), request)
 
 
 def audit_ingest_raw(items: Sequence[tuple[uuid.UUID, str]]) -> Call[IngestResponse]:
     items = list(items)
-    event_ids = [event_id for event_id, _ in items]
+    return _ingest(ingest_envelope_json(items), [event_id for event_id, _ in items])
+
+
+def _ingest(body: str, sent: IngestRequest | list[uuid.UUID]) -> Call[IngestResponse]:
+    # The answer must answer what was sent: the request itself, or its event ids in order.
     return Call(
         "POST",
         "/v1/audit/ingest",
         IngestResponse,
-        body=ingest_envelope_json(items),
-        check=lambda response: response.check_answers(event_ids),
+        body=body,
+        check=lambda response: response.check_answers(sent),
     )
 
 

@@ -25,7 +25,7 @@ from audit_middleware.integrity._report import VerifyReport
 from audit_middleware.integrity._sealer import Sealer, SealerConfig, create_engine
 from audit_middleware.integrity._sink import DirectorySink
 from audit_middleware.integrity._verify import DEFAULT_MAX_UNSEALED_AGE, verify_database
-from auditevt._cli import Command, UsageError
+from auditevt._cli import UsageError, command
 
 __all__ = ["KEYGEN", "PROVE", "SEAL", "VERIFY"]
 
@@ -33,6 +33,14 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 _DB_HELP = "postgresql+psycopg://user@host:5432/db or sqlite:///path.sqlite3"
+
+_HELP = {
+    "seal": "seal committed audit rows into a signed, chained Merkle seal (one pass)",
+    "keygen": "write a new Ed25519 seal key pair (private and public PEM files)",
+    "verify": "check audit rows and seals (or an export); exit 1 if anything was tampered with",
+    "prove": "export an organization's sealed rows with inclusion proofs, for offline audit",
+}
+"""The line each command shows in ``auditevt --help``, by name."""
 
 
 def _fail(command: str, exc: Exception) -> int:
@@ -75,19 +83,19 @@ def seal_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--publish", metavar="DIR", help="also write each seal to DIR, outside the database"
     )
+    _sealer_option(parser, "max_rows", "N", "most rows per seal")
+    _sealer_option(parser, "settle", "S", "seconds to wait for writers in flight")
+
+
+def _sealer_option(parser: argparse.ArgumentParser, field: str, metavar: str, help: str) -> None:
+    # The option takes its type and default from the SealerConfig field it sets.
+    default = getattr(SealerConfig, field)
     parser.add_argument(
-        "--max-rows",
-        type=int,
-        default=SealerConfig.max_rows,
-        metavar="N",
-        help=f"most rows per seal (default {SealerConfig.max_rows})",
-    )
-    parser.add_argument(
-        "--settle",
-        type=float,
-        default=SealerConfig.settle,
-        metavar="S",
-        help=f"seconds to wait for writers in flight (default {SealerConfig.settle})",
+        f"--{field.replace('_', '-')}",
+        type=type(default),
+        default=default,
+        metavar=metavar,
+        help=f"{help} (default {default})",
     )
 
 
@@ -114,7 +122,8 @@ async def _seal(args: argparse.Namespace, config: SealerConfig) -> str:
     )
 
 
-def seal_run(args: argparse.Namespace) -> int:
+@command("seal", help=_HELP["seal"], arguments=seal_arguments)
+def SEAL(args: argparse.Namespace) -> int:
     """Seal once (every committed row below the safe horizon); print one line."""
     _check_url("seal", args.database_url)
     try:
@@ -142,7 +151,8 @@ def keygen_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="where to write the pair")
 
 
-def keygen_run(args: argparse.Namespace) -> int:
+@command("keygen", help=_HELP["keygen"], arguments=keygen_arguments)
+def KEYGEN(args: argparse.Namespace) -> int:
     """Write a new key pair; print both paths."""
     try:
         private, public = generate_key_files(args.out)
@@ -190,7 +200,8 @@ def _print_report(report: VerifyReport, as_json: bool) -> None:
     print(report.summary())
 
 
-def verify_run(args: argparse.Namespace) -> int:
+@command("verify", help=_HELP["verify"], arguments=verify_arguments)
+def VERIFY(args: argparse.Namespace) -> int:
     """Verify the database or an export; exit 0 when clean, 1 when anything is wrong."""
     try:
         keys = load_public_keys(args.public_key)
@@ -238,7 +249,8 @@ def prove_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def prove_run(args: argparse.Namespace) -> int:
+@command("prove", help=_HELP["prove"], arguments=prove_arguments)
+def PROVE(args: argparse.Namespace) -> int:
     """Write organization N's sealed rows with their inclusion proofs and the seals."""
     _check_url("prove", args.database_url)
     try:
@@ -255,29 +267,3 @@ def prove_run(args: argparse.Namespace) -> int:
         raise UsageError(f"prove: cannot write {args.out}: {exc.strerror}") from None
     print(f"wrote {len(export['rows'])} rows and {len(export['seals'])} seals to {args.out}")
     return 0
-
-
-SEAL = Command(
-    name="seal",
-    help="seal committed audit rows into a signed, chained Merkle seal (one pass)",
-    add_arguments=seal_arguments,
-    run=seal_run,
-)
-KEYGEN = Command(
-    name="keygen",
-    help="write a new Ed25519 seal key pair (private and public PEM files)",
-    add_arguments=keygen_arguments,
-    run=keygen_run,
-)
-VERIFY = Command(
-    name="verify",
-    help="check audit rows and seals (or an export); exit 1 if anything was tampered with",
-    add_arguments=verify_arguments,
-    run=verify_run,
-)
-PROVE = Command(
-    name="prove",
-    help="export an organization's sealed rows with inclusion proofs, for offline audit",
-    add_arguments=prove_arguments,
-    run=prove_run,
-)

@@ -8,13 +8,16 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from auditevt import SigningKey
-from auditevt._cli import Command
+from auditevt._cli import command
 from auditevt._cli_signing import add_signing_key_argument, signing_keys_argument
 from telemetry_client.testing._faults import FaultInjection
 from telemetry_client.testing._server import bind, run_server, url_of
 from telemetry_client.testing._standin import TelemetryStandIn
 
 __all__ = ["TELEMETRY", "serve_forever", "telemetry_command"]
+
+_HELP = "serve a Telemetry stand-in (every endpoint, dedup, fault injection)"
+"""The line ``auditevt --help`` shows for ``telemetry``."""
 
 
 def serve_forever(
@@ -100,7 +103,8 @@ def _telemetry_arguments(parser: argparse.ArgumentParser) -> None:
     add_signing_key_argument(parser, "answer 401 to any request not signed with this key")
 
 
-def _telemetry_run(args: argparse.Namespace) -> int:
+@command("telemetry", help=_HELP, arguments=_telemetry_arguments)
+def TELEMETRY(args: argparse.Namespace) -> int:
     return telemetry_command(
         args.host,
         args.port,
@@ -112,10 +116,4 @@ def _telemetry_run(args: argparse.Namespace) -> int:
     )
 
 
-TELEMETRY = Command(
-    name="telemetry",
-    help="serve a Telemetry stand-in (every endpoint, dedup, fault injection)",
-    add_arguments=_telemetry_arguments,
-    run=_telemetry_run,
-)
 """``auditevt telemetry``, registered in the ``auditevt.commands`` entry-point group."""
