@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from collections.abc import MutableMapping
 from contextvars import ContextVar, Token
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from audit_middleware.request._changes import ChangesLimits, prepare_weighed
+
+if TYPE_CHECKING:
+    from auditevt import Action, Timestamp
 
 __all__ = ["STATE_KEY", "RequestAudit", "record"]
 
@@ -27,6 +30,7 @@ class RequestAudit:
     """Per-request values a handler may set; read once, when the response starts."""
 
     __slots__ = (
+        "action",
         "audited",
         "changes",
         "changes_light",
@@ -35,6 +39,7 @@ class RequestAudit:
         "limits",
         "sealed",
         "skip",
+        "timestamp",
     )
 
     def __init__(self, *, audited: bool, limits: ChangesLimits | None = None) -> None:
@@ -48,6 +53,9 @@ class RequestAudit:
         self.skip = False
         # Set once the event is built: a later record() would be silently lost, so it raises.
         self.sealed = False
+        # What the middleware knows on arrival of an audited request (set only for those).
+        self.action: Action | None = None
+        self.timestamp: Timestamp | None = None
 
 
 def set_current(audit: RequestAudit) -> Token[RequestAudit | None]:

@@ -38,7 +38,7 @@ from audit_middleware.request._event import IdentityTypeError, build_event
 from audit_middleware.request._lifespan import run_lifespan
 from audit_middleware.request._metrics import AuditStats, track
 from audit_middleware.request._summary import settle_changes
-from auditevt import Action, Event, Timestamp
+from auditevt import Event, Timestamp
 
 __all__ = [
     "DEFAULT_METHODS",
@@ -194,17 +194,19 @@ class AuditMiddleware:
         try:
             if action is None or not audited:
                 await self.app(scope, receive, send)
-            elif self._responder is not None:
-                await self._responder(self, scope, audit, action)(receive, send)
             else:
-                await self._separate(scope, receive, send, audit, action)
+                audit.action = action
+                audit.timestamp = Timestamp.now()
+                if self._responder is not None:
+                    await self._responder(self, scope, audit)(receive, send)
+                else:
+                    await self._separate(scope, receive, send, audit)
         finally:
             reset_current(token)
 
     async def _separate(
-        self, scope: Scope, receive: Receive, send: Send, audit: RequestAudit, action: Action
+        self, scope: Scope, receive: Receive, send: Send, audit: RequestAudit
     ) -> None:
-        timestamp = Timestamp.now()
         done = False  # the event was handled (written, failed or skipped): exactly once
         replaced = False  # the app's response was swapped for a 503
         disconnected = False
@@ -223,7 +225,7 @@ class AuditMiddleware:
             if not done and message["type"] == "http.response.start":
                 done = True
                 status: Any = message.get("status")  # not an int: the event fails, and so a 503
-                if not await self.audit_separately(scope, audit, action, timestamp, status):
+                if not await self.audit_separately(scope, audit, status):
                     replaced = True
                     for reply in SEPARATE_UNAVAILABLE:
                         await send(dict(reply))
@@ -237,25 +239,21 @@ class AuditMiddleware:
                 done = True
                 gone = disconnected or isinstance(exc, anyio.get_cancelled_exc_class())
                 status = CLIENT_CLOSED_REQUEST if gone else 500
-                await self.audit_separately(scope, audit, action, timestamp, status)
+                await self.audit_separately(scope, audit, status)
             raise
         else:
             if not done:
                 # The app returned without a response: the server answers 500.
                 done = True
-                await self.audit_separately(scope, audit, action, timestamp, 500)
+                await self.audit_separately(scope, audit, 500)
 
     async def build(
-        self,
-        scope: Scope,
-        audit: RequestAudit,
-        action: Action,
-        timestamp: Timestamp,
-        status: int,
-        *,
-        attempt: bool = False,
+        self, scope: Scope, audit: RequestAudit, status: int, *, attempt: bool = False
     ) -> Event | None:
         """The request's event (None: not to be written); logs identity errors once per route."""
+        action, timestamp = audit.action, audit.timestamp
+        if action is None or timestamp is None:
+            raise RuntimeError("build() is for audited requests (action and timestamp set)")
         audit.sealed = True
         config = self.config
         resolved: Any = None
@@ -348,14 +346,7 @@ class AuditMiddleware:
         logger.error("audit write failed, %s (%s)", outcome, where, exc_info=traceback)
 
     async def audit_separately(
-        self,
-        scope: Scope,
-        audit: RequestAudit,
-        action: Action,
-        timestamp: Timestamp,
-        status: int,
-        *,
-        attempt: bool = False,
+        self, scope: Scope, audit: RequestAudit, status: int, *, attempt: bool = False
     ) -> bool:
         """Build and write the event in a transaction of its own; False: answer 503."""
         event: Event | None = None
@@ -363,7 +354,7 @@ class AuditMiddleware:
             # Shielded: a request cancelled mid-write (Starlette cancels a streaming response
             # when the client goes away) is still audited.
             with anyio.CancelScope(shield=True):
-                event = await self.build(scope, audit, action, timestamp, status, attempt=attempt)
+                event = await self.build(scope, audit, status, attempt=attempt)
                 if event is None:
                     return True
                 await self.bounded(self.sink.write(event))

@@ -33,7 +33,7 @@ from audit_middleware.request._unit_of_work import (
     reset_current,
     set_current,
 )
-from auditevt import Action, Event, Timestamp
+from auditevt import Event
 
 if TYPE_CHECKING:
     from audit_middleware.request._middleware import AuditMiddleware
@@ -59,14 +59,11 @@ class TransactionalResponder:
     """One audited request in transactional mode (a new one per request)."""
 
     def __init__(
-        self, middleware: AuditMiddleware, scope: MutableMapping[str, Any], audit: RequestAudit,
-        action: Action,
-    ) -> None:  # fmt: skip
+        self, middleware: AuditMiddleware, scope: MutableMapping[str, Any], audit: RequestAudit
+    ) -> None:
         self.middleware = middleware
         self.scope = scope
         self.audit = audit
-        self.action = action
-        self.timestamp = Timestamp.now()
         self.uow: UnitOfWork | None = None
         self.done = False  # the response started, or the attempt was recorded: exactly once
         self.replaced = False  # the app's response was swapped for a 503
@@ -134,9 +131,7 @@ class TransactionalResponder:
                     await uow.rollback()
                 finally:
                     await uow.close()  # releases SQLite's writer lock before the next write
-            await self.middleware.audit_separately(
-                self.scope, self.audit, self.action, self.timestamp, status
-            )
+            await self.middleware.audit_separately(self.scope, self.audit, status)
 
     async def _commit(self, status: Any) -> tuple[Message, Message] | None:
         """Commit the unit of work with its audit row; the 503 to answer instead, if any."""
@@ -158,9 +153,7 @@ class TransactionalResponder:
                         self.scope["method"],
                         route,
                     )
-                event = await middleware.build(
-                    self.scope, self.audit, self.action, self.timestamp, status
-                )
+                event = await middleware.build(self.scope, self.audit, status)
                 if isinstance(status, int) and status < 400:
                     if _aborted(uow):
                         raise StoreError(
@@ -185,9 +178,7 @@ class TransactionalResponder:
                     return OUTCOME_UNKNOWN
                 middleware.log_failure(self.scope, status, event, exc, "rolled back, answering 503")
                 # The attempt is still recorded: what the client got, without its changes.
-                await middleware.audit_separately(
-                    self.scope, self.audit, self.action, self.timestamp, 503, attempt=True
-                )
+                await middleware.audit_separately(self.scope, self.audit, 503, attempt=True)
             return ROLLED_BACK
         if event is not None:
             middleware.stats.written += 1
