@@ -130,6 +130,14 @@ def build_event(
     ):
         on_rewritten_peer()
 
+    optional: dict[str, Any] = {}
+    # Only what is set: a field left to its default skips its validators (most requests).
+    if context is not None:
+        optional["action_context"] = context
+    if break_glass_id is not None:
+        optional["break_glass_id"] = break_glass_id
+    if impersonation_id is not None:
+        optional["impersonation_id"] = impersonation_id
     return Event(
         action=action,
         entity_type=clean_text(entity_type),
@@ -142,7 +150,5 @@ def build_event(
         status_code=status,
         timestamp=timestamp,
         changes=changes,
-        action_context=context,
-        break_glass_id=break_glass_id,
-        impersonation_id=impersonation_id,
+        **optional,
     )
