@@ -86,7 +86,7 @@ _JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
 
 
 def _from_json_params(event: Event, event_id: UUID) -> dict[str, Any] | None:
-    """``_statements.FROM_JSON``'s values for ``event``, or None when it needs ``FULL``."""
+    """The FROM_JSON statements' values for ``event``, or None when it needs ``FULL``."""
     event_json = event.to_json()
     if not _statements.from_json_ok(event_json):
         return None

@@ -157,8 +157,8 @@ async def commit_prepared(
     the next one prepares again.
     """
     driver = await _driver(conn)
-    info = conn.info
-    known: tuple[str, psycopg.AsyncClientCursor[Any]] | None = info.pop(_PREPARED_KEY, None)
+    info, key = conn.info, (_PREPARED_KEY, preparable)  # one entry per statement
+    known: tuple[str, psycopg.AsyncClientCursor[Any]] | None = info.pop(key, None)
     if known is not None:
         query, cursor = known
         execute = query
@@ -175,5 +175,5 @@ async def commit_prepared(
         await cursor.execute(query, params, prepare=False)
     except psycopg.Error as exc:
         raise await _translate(conn, driver, query, exc) from exc
-    info[_PREPARED_KEY] = (execute, cursor)
+    info[key] = (execute, cursor)
     await conn.commit()  # bookkeeping only, as in commit_pipelined
