@@ -26,7 +26,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 from uuid import UUID
 
 import anyio
@@ -39,6 +39,9 @@ from audit_middleware.request._lifespan import run_lifespan
 from audit_middleware.request._metrics import AuditStats, track
 from audit_middleware.request._summary import settle_changes
 from auditevt import Event, Timestamp
+
+if TYPE_CHECKING:
+    from audit_middleware.request._transactional import TransactionalResponder
 
 __all__ = [
     "DEFAULT_METHODS",
@@ -146,7 +149,7 @@ class AuditMiddleware:
         self.app = app
         self.sink = target
         self.transactional = store is not None
-        self._responder: Any = None
+        self._responder: type[TransactionalResponder] | None = None
         if self.transactional:
             # Imported here, once: the responder's module imports this one.
             from audit_middleware.request._transactional import TransactionalResponder
