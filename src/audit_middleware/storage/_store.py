@@ -12,10 +12,8 @@ SQLite (no data-modifying CTEs) gets two INSERTs; its writers queue on a lock, n
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
-import re
 import time
 import weakref
 from datetime import UTC
@@ -33,6 +31,7 @@ from audit_middleware.integrity._rowhash import row_hash
 from audit_middleware.storage import _statements, _transaction
 from audit_middleware.storage._check import check_postgresql, check_sqlite_schema
 from audit_middleware.storage._closing import EngineCloser
+from audit_middleware.storage._statements import changes_json, pg_text
 from audit_middleware.storage._urls import async_url
 from auditevt import Action, Event
 
@@ -80,15 +79,11 @@ _DISCONNECT_RETRIES = 2
 # The constraint a retried write runs into when its first attempt did commit.
 _EVENT_ID_CONSTRAINTS = ("audit_log_event_id_key", "audit_outbox_event_id_key")
 
-# PostgreSQL text and jsonb cannot hold U+0000; the column copies get U+FFFD instead (event_json
-# keeps the exact event, escaped). A request path of "/a%00" must not make auditing fail.
-_JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
-
 
 def _from_json_params(event: Event, event_id: UUID) -> dict[str, Any] | None:
     """The FROM_JSON statements' values for ``event``, or None when it needs ``FULL``."""
     event_json = event.to_json()
-    if not _statements.from_json_ok(event_json):
+    if not _statements.from_json_ok(event, event_json):
         return None
     digest = row_hash(event_id, event_json)
     return {"event_id": event_id, "event_json": event_json, "row_hash": digest}
@@ -96,19 +91,6 @@ def _from_json_params(event: Event, event_id: UUID) -> dict[str, Any] | None:
 
 def _int8_or_none(value: int | None) -> int | None:
     return None if value is None else Int8(value)
-
-
-def _pg_text(value: str) -> str:
-    return value.replace("\x00", "\ufffd") if "\x00" in value else value
-
-
-def _changes_json(changes: Any, postgresql: bool) -> str | None:
-    if changes is None:
-        return None
-    encoded = json.dumps(changes, ensure_ascii=False, separators=(",", ":"))
-    if postgresql and "\\u0000" in encoded:
-        return _JSON_NUL.sub(r"\1\\ufffd", encoded)
-    return encoded
 
 
 class AuditStore(EngineCloser):
@@ -218,18 +200,13 @@ class AuditStore(EngineCloser):
         if event_id is None:
             event_id = new_event_id()
         if self._postgresql:
-            from_json = _from_json_params(event, event_id)
-            if from_json is not None:
-                await _transaction.commit_prepared(
-                    conn, from_json, preparable=_statements.FROM_JSON_PREPARABLE,
-                    types=_statements.FROM_JSON_TYPES, inline=_statements.FROM_JSON_BOUND,
-                )  # fmt: skip
-                return event_id
-        params = self._checked_params(event, event_id)
-        if self._postgresql:
-            await _transaction.commit_pipelined(conn, _statements.FULL, params)
+            try:
+                values = _statements.bound_values(event, event_id, event.to_json())
+            except ValueError as exc:
+                raise StoreError(f"could not write the audit row: {exc}") from exc
+            await _transaction.commit_prepared(conn, values, _statements.BOUND_FORMATS)
             return event_id
-        await _commit_sqlite(conn, params)
+        await _commit_sqlite(conn, self._checked_params(event, event_id))
         return event_id
 
     def _sqlite_lock(self) -> asyncio.Lock:
@@ -248,7 +225,7 @@ class AuditStore(EngineCloser):
     def _params(self, event: Event, event_id: UUID) -> dict[str, Any]:
         action = event.action
         context = event.action_context
-        changes = _changes_json(event.changes, self._postgresql)
+        changes = changes_json(event.changes, self._postgresql)
         event_json = event.to_json()
         if self._postgresql:
             # Int8 keeps the parameter types, and so psycopg's prepared statement, the same
@@ -256,13 +233,13 @@ class AuditStore(EngineCloser):
             return {
                 "event_id": event_id,
                 "action": action.value if isinstance(action, Action) else action,
-                "entity_type": _pg_text(event.entity_type),
+                "entity_type": pg_text(event.entity_type),
                 "entity_id": Int8(event.entity_id),
                 "user_id": Int8(event.user_id),
                 "organization_id": Int8(event.organization_id),
-                "ip_address": _pg_text(event.ip_address),
-                "user_agent": _pg_text(event.user_agent),
-                "request_path": _pg_text(event.request_path),
+                "ip_address": pg_text(event.ip_address),
+                "user_agent": pg_text(event.user_agent),
+                "request_path": pg_text(event.request_path),
                 "status_code": Int8(event.status_code),
                 "timestamp": event.timestamp.to_datetime(),
                 "changes": changes,
@@ -342,7 +319,6 @@ class AuditStore(EngineCloser):
         for reason in reasons:
             logger.warning("audit_log row-level security is bypassed: %s", reason)
         return reasons
-
 
 
 def create_engine(url: str | URL, **engine_kwargs: Any) -> AsyncEngine:

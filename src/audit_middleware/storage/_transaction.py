@@ -1,21 +1,25 @@
 """The connection of one request's unit of work: opened, committed with its audit row, released.
 
-The audit INSERT and the COMMIT go to PostgreSQL in one message (a prepared statement's EXECUTE
-and the COMMIT, :func:`commit_prepared`) or one pipeline (psycopg 3, :func:`commit_pipelined`),
-so the audited request pays the round trips its own transaction pays, and not one more.
+The audit INSERT and the COMMIT go to PostgreSQL in one libpq pipeline (a prepared statement's
+Bind and Execute, then the COMMIT, :func:`commit_prepared`), so the audited request pays the round
+trips its own transaction pays, and not one more. The pipeline is driven on the libpq connection
+itself: psycopg's Pipeline object costs more Python than the whole write.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeAlias
 
 import psycopg
 import sqlalchemy.exc
+from psycopg import generators, pq
+from psycopg.abc import PQGen
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from audit_middleware._exceptions import (
@@ -24,11 +28,11 @@ from audit_middleware._exceptions import (
     StoreError,
     map_database_error,
 )
+from audit_middleware.storage._statements import FULL_PREPARABLE
 
 __all__ = [
     "SHUTDOWN_STATES",
     "Locks",
-    "commit_pipelined",
     "commit_prepared",
     "open_connection",
     "release_connection",
@@ -117,63 +121,90 @@ async def _translate(
     return map_database_error(wrapped, StoreError, "write the audit row")
 
 
-async def commit_pipelined(conn: AsyncConnection, statement: str, params: dict[str, Any]) -> None:
-    """Run ``statement`` in ``conn``'s transaction and COMMIT, both in one psycopg pipeline."""
-    driver = await _driver(conn)
-    try:
-        async with driver.pipeline():
-            await driver.execute(statement, params)
-            # As a statement, not driver.commit(): that one syncs and waits for its answer,
-            # and leaving the pipeline would then wait a second time.
-            await driver.execute("COMMIT")
-    except psycopg.Error as exc:
-        raise await _translate(conn, driver, statement, exc) from exc
-    # SQLAlchemy still counts its transaction open; closing it sends nothing, as the server's
-    # transaction is already over.
-    await conn.commit()
-
-
-# Where a connection keeps the EXECUTE of the write statement PREPAREd on it, and the cursor that
-# sends it (a cursor costs more to make than to reuse): the pool's info of the DBAPI connection,
-# which lives exactly as long as the server session holding the statement. Absent: not (or not
-# surely) prepared; a fresh name each time, so that a PREPARE whose outcome is unknown never
-# collides.
+# Where a connection keeps the name of the write statement prepared on it: the pool's info of the
+# DBAPI connection, which lives exactly as long as the server session holding the statement.
+# Absent: not (or not surely) prepared; a fresh name each time, so that a Parse whose outcome is
+# unknown never collides.
 _PREPARED_KEY = "auditevt.prepared_write"
 _names = itertools.count(1)
 
+_INTRANS = pq.TransactionStatus.INTRANS
+_COMMAND_OK = pq.ExecStatus.COMMAND_OK
+_FATAL_ERROR = pq.ExecStatus.FATAL_ERROR
+_PIPELINE_SYNC = pq.ExecStatus.PIPELINE_SYNC
+_NO_SUCH_STATEMENT = "26000"  # invalid_sql_statement_name: DEALLOCATE ALL ran on the session
+
+
+def _exchange(pgconn: pq.abc.PGconn) -> PQGen[list[pq.abc.PGresult]]:
+    """Flush what is queued in pipeline mode; every result up to the Sync's."""
+    yield from generators.send(pgconn)
+    results: list[pq.abc.PGresult] = []
+    while True:
+        batch = yield from generators.fetch_many(pgconn)
+        results.extend(batch)
+        if batch and batch[-1].status == _PIPELINE_SYNC:
+            return results
+
 
 async def commit_prepared(
-    conn: AsyncConnection, params: dict[str, Any], *, preparable: str, types: str, inline: str
+    conn: AsyncConnection,
+    values: Sequence[bytes | None],
+    formats: Sequence[int],
+    *,
+    statement: bytes = FULL_PREPARABLE,
 ) -> None:
-    """EXECUTE the write (PREPAREd on first use) and COMMIT, in one message, one round trip.
+    """Run the write ``statement`` with ``values`` in ``conn``'s transaction, and COMMIT.
 
-    ``params`` are in the order of ``preparable``'s $1, $2...; ``inline`` names them as
-    ``%(name)s``. The values travel as literals, quoted by psycopg (client-side binding); the
-    statement is planned once per connection. Cheaper for the application than a pipeline,
-    and for the database than sending the whole statement every time. A connection with prepared
-    statements turned off (``prepare_threshold=None``, as behind a pooler in transaction mode)
-    gets ``inline`` with the values instead. Raises as :func:`commit_pipelined` does; a
-    prepared statement gone from the session (``DEALLOCATE ALL``) fails that one write, and
-    the next one prepares again.
+    One libpq pipeline, one round trip: Parse (the first time on a connection), Bind and
+    Execute, COMMIT, Sync. The values are bound (no literals for the database to parse), and
+    the statement is planned once per connection. A connection with prepared statements turned
+    off (``prepare_threshold=None``, as behind a pooler in transaction mode) gets the unnamed
+    statement instead. Raises ``CommitOutcomeUnknown`` when the connection broke (the COMMIT may
+    have happened) and ``StoreError`` when nothing was committed; a prepared statement gone
+    from the session (``DEALLOCATE ALL``) fails that one write, and the next one prepares again.
     """
     driver = await _driver(conn)
-    info, key = conn.info, (_PREPARED_KEY, preparable)  # one entry per statement
-    known: tuple[str, psycopg.AsyncClientCursor[Any]] | None = info.pop(key, None)
-    if known is not None:
-        query, cursor = known
-        execute = query
-    else:
-        cursor = psycopg.AsyncClientCursor(driver)
-        if driver.prepare_threshold is None:
-            execute = query = inline + ";\nCOMMIT"
-        else:
-            name = f"auditevt_write_{next(_names)}"
-            arguments = ", ".join(f"%({key})s" for key in params)
-            execute = f"EXECUTE {name} ({arguments});\nCOMMIT"
-            query = f"PREPARE {name} ({types}) AS {preparable};\n{execute}"
+    info, key = conn.info, (_PREPARED_KEY, statement)  # one entry per statement
+    name: bytes | None = info.pop(key, None)
+    parsed = False  # this call sends the Parse
+    results: list[pq.abc.PGresult] = []
     try:
-        await cursor.execute(query, params, prepare=False)
+        async with driver.lock:
+            pgconn = driver.pgconn
+            # No transaction begun (the handler ran no statement): the pipeline's own implicit
+            # transaction holds the write, and its Sync commits it.
+            commit = pgconn.transaction_status == _INTRANS
+            pgconn.enter_pipeline_mode()
+            try:
+                if driver.prepare_threshold is None:
+                    pgconn.send_query_params(statement, values, param_formats=formats)
+                else:
+                    if name is None:
+                        name, parsed = b"auditevt_write_%d" % next(_names), True
+                        pgconn.send_prepare(name, statement)
+                    pgconn.send_query_prepared(name, values, param_formats=formats)
+                if commit:
+                    pgconn.send_query_params(b"COMMIT", None)
+                pgconn.pipeline_sync()
+                results = await driver.wait(_exchange(pgconn))
+            finally:
+                if pgconn.pipeline_status:
+                    with contextlib.suppress(psycopg.Error):
+                        pgconn.exit_pipeline_mode()
+        failed = [result for result in results if result.status == _FATAL_ERROR]
+        if failed:
+            raise psycopg.errors.error_from_result(failed[0], encoding=driver.info.encoding)
     except psycopg.Error as exc:
-        raise await _translate(conn, driver, query, exc) from exc
-    info[key] = (execute, cursor)
-    await conn.commit()  # bookkeeping only, as in commit_pipelined
+        # The statement stays prepared unless it was just refused, or is gone from the session.
+        if parsed:
+            prepared = bool(results) and results[0].status == _COMMAND_OK
+        else:
+            prepared = exc.sqlstate != _NO_SUCH_STATEMENT
+        if name is not None and prepared:
+            info[key] = name
+        raise await _translate(conn, driver, statement.decode(), exc) from exc
+    if name is not None:
+        info[key] = name
+    # SQLAlchemy still counts its transaction open; closing it sends nothing, as the server's
+    # transaction is already over.
+    await conn.commit()

@@ -1,4 +1,6 @@
-"""The two write statements give a row the same columns; the prepared one is prepared once."""
+"""The write statements give a row the same columns: ``FULL`` (named values), ``FROM_JSON``
+(columns read out of the event JSON) and the bound, prepared one of the request's transaction;
+the prepared one is prepared once per connection."""
 
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ EVENTS = {
     ),
     "text": make_event(
         entity_type="pat<i>ent&co",
-        user_agent="Mozilla \u2028 \u00e9 \U0001f600 \"quoted\" back\\slash",
+        user_agent='Mozilla \u2028 \u00e9 \U0001f600 "quoted" back\\slash',
         request_path="/ä/<script>",
         changes={"html": "<b>&amp;</b>", "emoji": "\U0001f600", "esc": "tab\tnl\n"},
     ),
@@ -44,6 +46,9 @@ EVENTS = {
         timestamp=Timestamp.parse("2026-11-27T10:11:12.999999999+05:45"),
         changes=[{"deep": [[[{"x": 1}]]]}, "s", 3],
     ),
+    # PostgreSQL reads offsets up to 15:59 in text; Go writes up to 23:59.
+    "far_offset": make_event(timestamp=Timestamp.parse("2026-11-27T10:11:12.000001999-23:59")),
+    "utc_nanoseconds": make_event(timestamp=Timestamp.parse("2026-11-27T23:59:59.999999999Z")),
 }
 
 
@@ -56,26 +61,81 @@ def _rows(url: str, ids: list[Any]) -> list[tuple[Any, ...]]:
         ]
 
 
+async def _commit_alone(store: AuditStore, event: Event, event_id: Any) -> None:
+    conn = await store.connect()
+    try:
+        await store.commit_with(conn, event, event_id=event_id)
+    finally:
+        await store.release(conn)
+
+
 @pytest.mark.parametrize("name", sorted(EVENTS))
-async def test_both_statements_write_the_same_columns(
+async def test_every_statement_writes_the_same_columns(
     pg_store: AuditStore, pg_url: str, name: str
 ) -> None:
     event = EVENTS[name]
-    full_id, from_json_id = new_event_id(), new_event_id()
+    full_id, from_json_id, bound_id = new_event_id(), new_event_id(), new_event_id()
     await pg_store._write_postgresql(_statements.FULL, pg_store._checked_params(event, full_id))
     from_json = _from_json_params(event, from_json_id)
-    assert from_json is not None
-    await pg_store._write_postgresql(_statements.FROM_JSON_BOUND, from_json)
-    full, derived = _rows(pg_url, [full_id, from_json_id])
+    if from_json is None:  # the offset: FROM_JSON is not used for it (see the test below)
+        assert name == "far_offset"
+        await pg_store.write(event, event_id=from_json_id)
+    else:
+        await pg_store._write_postgresql(_statements.FROM_JSON_BOUND, from_json)
+    await _commit_alone(pg_store, event, bound_id)
+    full, derived, bound = _rows(pg_url, [full_id, from_json_id, bound_id])
     # changes compare as Python values: jsonb keeps numbers as numeric (-0.0 reads as 0.0 or 0).
-    assert full == derived
+    assert full == derived == bound
     assert Event.model_validate_json(derived[-1]) == event
+    assert full[9] == event.timestamp.to_datetime()
+
+
+async def test_the_bound_write_takes_nul_as_the_full_statement_does(
+    pg_store: AuditStore, pg_url: str
+) -> None:
+    event = make_event(request_path="/a\x00b", changes={"k\x00": "v\x00", "\\u0000": 1})
+    full_id, bound_id = new_event_id(), new_event_id()
+    await pg_store.write(event, event_id=full_id)
+    await _commit_alone(pg_store, event, bound_id)
+    full, bound = _rows(pg_url, [full_id, bound_id])
+    assert full == bound
+    assert bound[7] == "/a\ufffdb"
+    assert bound[10] == {"k\ufffd": "v\ufffd", "\\u0000": 1}
+    assert Event.model_validate_json(bound[-1]) == event
+
+
+async def test_a_timestamp_postgresql_cannot_hold_is_refused_naming_it(
+    pg_store: AuditStore, pg_url: str
+) -> None:
+    event = make_event(timestamp=Timestamp.parse("0000-01-01T00:00:00Z"))  # Go's zero year
+    with pytest.raises(StoreError, match="0000-01-01T00:00:00Z"):
+        await _commit_alone(pg_store, event, new_event_id())
+    with psycopg.connect(libpq(pg_url)) as check:
+        assert check.execute("SELECT count(*) FROM audit_log").fetchone() == (0,)
 
 
 async def test_an_event_escaping_nul_takes_the_full_statement(pg_store: AuditStore) -> None:
     event = make_event(request_path="/a\x00b")
     assert _from_json_params(event, new_event_id()) is None
     await pg_store.write(event)  # and is written (columns with U+FFFD: test_store.py)
+
+
+@pytest.mark.parametrize(
+    ("text", "from_json"),
+    [("10:11:12+15:59", True), ("10:11:12-15:59", True), ("10:11:12+16:00", False),
+     ("10:11:12-23:59", False), ("10:11:12Z", True)],
+)  # fmt: skip
+async def test_an_offset_postgresql_cannot_read_takes_the_full_statement(
+    pg_store: AuditStore, pg_url: str, text: str, from_json: bool
+) -> None:
+    event = make_event(timestamp=Timestamp.parse(f"2026-11-27T{text}"))
+    assert (_from_json_params(event, new_event_id()) is not None) is from_json
+    event_id = await pg_store.write(event)
+    with psycopg.connect(libpq(pg_url)) as check:
+        row = check.execute(
+            'SELECT "timestamp" FROM audit_log WHERE event_id = %s', [event_id]
+        ).fetchone()
+    assert row == (event.timestamp.to_datetime(),)
 
 
 async def _prepared_names(conn: Any) -> list[str]:
@@ -100,6 +160,20 @@ async def test_commit_with_prepares_once_per_connection(pg_store: AuditStore) ->
         seen.add(names)
     # The pool hands the same connection back (one at a time here): one PREPARE for eight writes.
     assert len(seen) == 1
+
+
+async def test_a_refused_write_keeps_the_statement_prepared(pg_store: AuditStore) -> None:
+    event_id = new_event_id()
+    await _commit_alone(pg_store, make_event(1), event_id)
+    with pytest.raises(StoreError, match="duplicate key"):  # the same event id again
+        await _commit_alone(pg_store, make_event(2), event_id)
+    await _commit_alone(pg_store, make_event(3), new_event_id())
+    conn = await pg_store.connect()  # the pool's one connection, used for all three
+    try:
+        names = await _prepared_names(conn)
+    finally:
+        await pg_store.release(conn)
+    assert len(names) == 1, names
 
 
 async def test_a_deallocated_statement_fails_one_write_then_prepares_again(
