@@ -176,7 +176,12 @@ _ZERO = 2
 
 def _scan(value: Any) -> int:
     """``_plain(value, 0)``, with the two levels of the usual ``changes`` (an object of
-    objects: before and after) walked inline: a call per container is a tenth of a parse."""
+    objects: before and after) walked inline: a call per container is a tenth of a parse.
+
+    The inner loop is ``_plain``'s, repeated on purpose (change both together): shared, as a
+    function over the items or as one loop over a list of both levels' items, it measured
+    1.5-3% slower parses (``contract.parse_ratio`` below 0.70 in half the runs).
+    """
     if type(value) is not dict:
         return _plain(value, 0)
     found = 0
