@@ -67,9 +67,7 @@ PropertyValue = (
 )
 """A property value: a bool, an int64, a finite number or a short string."""
 
-Properties = Annotated[
-    dict[Name, PropertyValue], Field(max_length=MAX_ANALYTICS_PROPERTIES)
-]
+Properties = Annotated[dict[Name, PropertyValue], Field(max_length=MAX_ANALYTICS_PROPERTIES)]
 
 SignedInActor = Annotated[
     Pseudonym | None,

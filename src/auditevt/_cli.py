@@ -228,9 +228,7 @@ def find_commands() -> tuple[Command, ...]:
             )
         found.setdefault(command.name, command)
     builtin = {command.name for command in BUILTIN_COMMANDS}
-    return BUILTIN_COMMANDS + tuple(
-        found[name] for name in sorted(found) if name not in builtin
-    )
+    return BUILTIN_COMMANDS + tuple(found[name] for name in sorted(found) if name not in builtin)
 
 
 def build_parser(commands: Sequence[Command] | None = None) -> argparse.ArgumentParser:

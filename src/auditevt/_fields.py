@@ -68,6 +68,7 @@ Name = Annotated[
 ]
 """An identifier: 1 to 128 characters of ``A-Z a-z 0-9 _ . : / -`` (no spaces, no PII)."""
 
+
 @dataclass(frozen=True)
 class CleanText(GroupedMetadata):
     """``Annotated[str, CleanText(n)]``: a JSON string of 1 to ``n`` characters, then clean_text.

@@ -31,7 +31,9 @@ class HealthStatus(enum.StrEnum):
 class HealthResponse(Response):
     """The body of ``GET /health``."""
 
-    status: HealthStatus
+    status: HealthStatus = Field(
+        description="ok and degraded (still serving) are answered with HTTP 200, down with 503."
+    )
     contract_version: Annotated[str, StringConstraints(pattern=r"^\d+\.\d+$")] = Field(
         default=CONTRACT_VERSION, description="The auditevt contract the service speaks."
     )

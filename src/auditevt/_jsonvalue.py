@@ -19,8 +19,7 @@ import sys
 from contextvars import ContextVar
 from typing import Annotated, Any
 
-from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
-from pydantic.json_schema import JsonSchemaValue
+from pydantic import GetCoreSchemaHandler, GetPydanticSchema, WithJsonSchema
 from pydantic_core import PydanticCustomError, core_schema
 
 __all__ = [
@@ -112,24 +111,19 @@ def check_json_value(value: Any, path: str, depth: int = 0) -> Any:
     raise _fail(path, "a value of type {type} is not JSON", type=kind.__name__)
 
 
-class _GoStringSchema:
-    """A string field: JSON input is already valid Unicode (the JSON parser refuses lone
-    surrogates), Python input is checked."""
-
-    @classmethod
-    def __get_pydantic_core_schema__(
-        cls, source: Any, handler: GetCoreSchemaHandler
-    ) -> core_schema.CoreSchema:
-        return core_schema.json_or_python_schema(
-            json_schema=core_schema.str_schema(strict=True),
-            python_schema=core_schema.with_info_after_validator_function(
-                lambda value, info: check_text(value, info.field_name or "value"),
-                core_schema.str_schema(strict=True),
-            ),
-        )
+def _go_string_schema(source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+    # JSON input is already valid Unicode (the JSON parser refuses lone surrogates); Python
+    # input is checked.
+    return core_schema.json_or_python_schema(
+        json_schema=core_schema.str_schema(strict=True),
+        python_schema=core_schema.with_info_after_validator_function(
+            lambda value, info: check_text(value, info.field_name or "value"),
+            core_schema.str_schema(strict=True),
+        ),
+    )
 
 
-GoString = Annotated[str, _GoStringSchema]
+GoString = Annotated[str, GetPydanticSchema(_go_string_schema)]
 """A Go ``string``: any valid Unicode text, strictly a string."""
 
 
@@ -182,7 +176,12 @@ _ZERO = 2
 
 def _scan(value: Any) -> int:
     """``_plain(value, 0)``, with the two levels of the usual ``changes`` (an object of
-    objects: before and after) walked inline: a call per container is a tenth of a parse."""
+    objects: before and after) walked inline: a call per container is a tenth of a parse.
+
+    The inner loop is ``_plain``'s, repeated on purpose (change both together): shared, as a
+    function over the items or as one loop over a list of both levels' items, it measured
+    1.5-3% slower parses (``contract.parse_ratio`` below 0.70 in half the runs).
+    """
     if type(value) is not dict:
         return _plain(value, 0)
     found = 0
@@ -228,31 +227,27 @@ def _check_json_input(value: Any) -> Any:
     return value
 
 
-class _JsonValueSchema:
-    @classmethod
-    def __get_pydantic_core_schema__(
-        cls, source: Any, handler: GetCoreSchemaHandler
-    ) -> core_schema.CoreSchema:
-        return core_schema.json_or_python_schema(
-            # pydantic-core checks JSON input; only a failure (rare) is re-checked in Python
-            # to name the bad part by its path instead of listing every union branch.
-            json_schema=core_schema.no_info_after_validator_function(
-                _check_json_input, core_schema.any_schema()
-            ),
-            python_schema=core_schema.with_info_plain_validator_function(
-                lambda value, info: check_json_value(value, info.field_name or "value")
-            ),
-        )
+def _json_value_schema(source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+    return core_schema.json_or_python_schema(
+        # pydantic-core checks JSON input; only a failure (rare) is re-checked in Python
+        # to name the bad part by its path instead of listing every union branch.
+        json_schema=core_schema.no_info_after_validator_function(
+            _check_json_input, core_schema.any_schema()
+        ),
+        python_schema=core_schema.with_info_plain_validator_function(
+            lambda value, info: check_json_value(value, info.field_name or "value")
+        ),
+    )
 
-    @classmethod
-    def __get_pydantic_json_schema__(
-        cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
-    ) -> JsonSchemaValue:
-        return {
+
+JsonValue = Annotated[
+    Any,
+    GetPydanticSchema(_json_value_schema),
+    WithJsonSchema(
+        {
             "description": "Any JSON value; numbers must fit a float64; arrays and objects nest "
             f"at most {MAX_CHANGES_DEPTH} deep."
         }
-
-
-JsonValue = Annotated[Any, _JsonValueSchema]
+    ),
+]
 """Any JSON value Go can decode into an ``any``."""

@@ -103,4 +103,3 @@ class PoseFramesResponse(Response):
 
     accepted: Count = Field(description="Frames stored now.")
     duplicates: Count = Field(description="Frames of this session already stored.")
-

@@ -15,8 +15,7 @@ import time
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Annotated, Any
 
-from pydantic import ConfigDict, GetCoreSchemaHandler, GetJsonSchemaHandler, RootModel
-from pydantic.json_schema import JsonSchemaValue
+from pydantic import ConfigDict, GetCoreSchemaHandler, GetPydanticSchema, RootModel, WithJsonSchema
 from pydantic_core import PydanticCustomError, core_schema
 
 __all__ = ["Timestamp"]
@@ -166,44 +165,43 @@ def _canonical_text(value: str) -> str:
         raise PydanticCustomError("timestamp", "{reason}", {"reason": str(exc)}) from None
 
 
-class _TimestampText:
-    @classmethod
-    def __get_pydantic_core_schema__(
-        cls, source: Any, handler: GetCoreSchemaHandler
-    ) -> core_schema.CoreSchema:
-        return core_schema.json_or_python_schema(
-            # Canonical text is taken by pydantic-core alone; other valid text is rewritten.
-            json_schema=core_schema.union_schema(
-                [
-                    core_schema.str_schema(pattern=_CANONICAL, strict=True),
-                    core_schema.chain_schema(
-                        [
-                            core_schema.str_schema(strict=True),
-                            core_schema.no_info_plain_validator_function(_canonical_text),
-                        ]
-                    ),
-                ],
-                mode="left_to_right",
-                custom_error_type="timestamp",
-                custom_error_message=_INVALID,
-            ),
-            python_schema=core_schema.no_info_plain_validator_function(_text_from_python),
-        )
+def _timestamp_text_schema(source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+    return core_schema.json_or_python_schema(
+        # Canonical text is taken by pydantic-core alone; other valid text is rewritten.
+        json_schema=core_schema.union_schema(
+            [
+                core_schema.str_schema(pattern=_CANONICAL, strict=True),
+                core_schema.chain_schema(
+                    [
+                        core_schema.str_schema(strict=True),
+                        core_schema.no_info_plain_validator_function(_canonical_text),
+                    ]
+                ),
+            ],
+            mode="left_to_right",
+            custom_error_type="timestamp",
+            custom_error_message=_INVALID,
+        ),
+        python_schema=core_schema.no_info_plain_validator_function(_text_from_python),
+    )
 
-    @classmethod
-    def __get_pydantic_json_schema__(
-        cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
-    ) -> JsonSchemaValue:
-        return {
+
+_TimestampText = Annotated[
+    str,
+    GetPydanticSchema(_timestamp_text_schema),
+    WithJsonSchema(
+        {
             "type": "string",
             "format": "date-time",
             "pattern": "^" + _RFC3339.pattern.replace("\\Z", "$"),
             "description": "RFC 3339 with up to 9 fractional digits and a UTC offset, as Go's "
             "time.Time writes it.",
         }
+    ),
+]
 
 
-class Timestamp(RootModel[Annotated[str, _TimestampText]]):
+class Timestamp(RootModel[_TimestampText]):
     """An instant in nanoseconds with the UTC offset it was written in (Go's ``time.Time``).
 
     Build one with ``Timestamp.now()``, ``Timestamp.from_unix_ns(ns, offset_seconds)``,

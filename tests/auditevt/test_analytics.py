@@ -161,9 +161,7 @@ def test_analytics_event_refuses_nan_and_infinity_in_properties() -> None:
 
 def test_analytics_event_bounds_properties() -> None:
     many = {f"k{i}": i for i in range(MAX_ANALYTICS_PROPERTIES + 1)}
-    assert errors_at(body(page_view(properties=many))) == [
-        ("events", 0, "page_view", "properties")
-    ]
+    assert errors_at(body(page_view(properties=many))) == [("events", 0, "page_view", "properties")]
     long_value = {"k": "v" * (MAX_PROPERTY_VALUE_LENGTH + 1)}
     assert errors_at(body(page_view(properties=long_value)))
     assert errors_at(body(page_view(properties={"bad key": 1})))

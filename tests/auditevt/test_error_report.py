@@ -73,8 +73,14 @@ def test_error_report_request_reads_a_video_error_with_device_context() -> None:
 
 def test_error_report_request_reads_a_network_error() -> None:
     report = ErrorReportRequest.model_validate(
-        body(category="network", code="HTTP_503", request_path="/api/v1/exercises",
-             http_status=503, media_session_id=None, stack=None)
+        body(
+            category="network",
+            code="HTTP_503",
+            request_path="/api/v1/exercises",
+            http_status=503,
+            media_session_id=None,
+            stack=None,
+        )
     )
     assert report.http_status == 503
 

@@ -105,7 +105,7 @@ def test_event_rejects_what_go_cannot_read(field: str, change: dict[str, Any]) -
         ('{"a": [1, Infinity]}', "changes.a[1]"),
         ('{"a": {"b": -Infinity}}', "changes.a.b"),
         ('{"big": 1e400}', "changes.big"),
-        ('[1, 2, ' + "9" * 400 + "]", "changes[2]"),
+        ("[1, 2, " + "9" * 400 + "]", "changes[2]"),
     ],
 )
 def test_event_rejects_non_finite_changes_naming_the_path(raw: str, path: str) -> None:
@@ -237,8 +237,7 @@ json_scalars = (
 )
 json_values = st.recursive(
     json_scalars,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(texts, children, max_size=4),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(texts, children, max_size=4),
     max_leaves=8,
 )
 timestamps = st.builds(
@@ -251,12 +250,8 @@ timestamps = st.builds(
 @st.composite
 def events(draw: st.DrawFn) -> Event:
     context = draw(st.sampled_from([None, *ActionContext]))
-    break_glass_id = (
-        draw(st.none() | int64s) if context is ActionContext.BREAK_GLASS else None
-    )
-    impersonation_id = (
-        draw(st.none() | int64s) if context is ActionContext.IMPERSONATION else None
-    )
+    break_glass_id = draw(st.none() | int64s) if context is ActionContext.BREAK_GLASS else None
+    impersonation_id = draw(st.none() | int64s) if context is ActionContext.IMPERSONATION else None
     return Event(
         action=draw(st.sampled_from([*Action, ""])),
         entity_type=draw(texts),

@@ -187,9 +187,9 @@ def test_go_refuses_a_tampered_body(go_verify: Path) -> None:
         body = rng.randbytes(rng.randrange(1, 3000))
         headers = signed(body)
         position = rng.randrange(len(body))
-        tampered = body[:position] + bytes([body[position] ^ 1 << rng.randrange(8)]) + body[
-            position + 1 :
-        ]
+        tampered = (
+            body[:position] + bytes([body[position] ^ 1 << rng.randrange(8)]) + body[position + 1 :]
+        )
         cases.append(case(headers, tampered))
     cases.append(case(signed(b'{"events":[]}'), b'{"events":[]} '))  # one byte more
     out = run_go(go_verify, cases)

@@ -80,9 +80,7 @@ def test_pose_frame_needs_exactly_33_landmarks(count: int) -> None:
 def test_pose_landmark_has_exactly_x_y_z_visibility() -> None:
     marks = landmarks()
     del marks[7]["visibility"]
-    assert errors_at(body(frame(landmarks=marks))) == [
-        ("frames", 0, "landmarks", 7, "visibility")
-    ]
+    assert errors_at(body(frame(landmarks=marks))) == [("frames", 0, "landmarks", 7, "visibility")]
     marks = landmarks()
     marks[8]["presence"] = 0.9
     assert errors_at(body(frame(landmarks=marks))) == [("frames", 0, "landmarks", 8, "presence")]

@@ -290,8 +290,12 @@ def test_request_schemas_reject_unknown_fields_and_missing_organization() -> Non
         "captured_at": "2026-11-27T10:11:12Z",
         "landmarks": [{"x": 0, "y": 0, "z": 0, "visibility": 1}] * 33,
     }
-    good = {"organization_id": 1, "actor": actor, "session_id": str(uuid.uuid4()),
-            "frames": [frame]}
+    good = {
+        "organization_id": 1,
+        "actor": actor,
+        "session_id": str(uuid.uuid4()),
+        "frames": [frame],
+    }
     assert list(check.iter_errors(good)) == []
     assert list(check.iter_errors({**good, "user_id": 5}))
     assert list(check.iter_errors({k: v for k, v in good.items() if k != "organization_id"}))
