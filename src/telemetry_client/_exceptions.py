@@ -91,19 +91,26 @@ class ConfigurationError(TelemetryError, ValueError, TypeError):
     """
 
 
-class TransportError(TelemetryError):
+class _FailedRequest(Exception):
+    """An error about one request, naming it by method and URL (``""`` when unknown).
+
+    The second base of ``TransportError`` and ``HTTPStatusError``: the first is the tree's.
+    """
+
+    def __init__(self, message: str, *, method: str = "", url: str = "") -> None:
+        super().__init__(message)
+        #: The HTTP method of the request.
+        self.method = method
+        #: The URL of the request.
+        self.url = url
+
+
+class TransportError(TelemetryError, _FailedRequest):
     """No usable answer arrived: connecting, sending or receiving failed, or timed out.
 
     The request may have reached Telemetry before the failure, so only idempotent requests
     (audit ingest deduplicates by ``event_id``) are safe to repeat blindly.
     """
-
-    def __init__(self, message: str, *, method: str = "", url: str = "") -> None:
-        super().__init__(message)
-        #: The HTTP method of the failed request.
-        self.method = method
-        #: The URL of the failed request.
-        self.url = url
 
 
 class ConnectError(TransportError):
@@ -142,7 +149,7 @@ class PoolTimeout(TransportTimeout):
     """No pooled connection became free within the pool timeout."""
 
 
-class HTTPStatusError(TelemetryError):
+class HTTPStatusError(TelemetryError, _FailedRequest):
     """Telemetry answered with a status outside 2xx."""
 
     def __init__(
@@ -155,17 +162,13 @@ class HTTPStatusError(TelemetryError):
         method: str = "",
         url: str = "",
     ) -> None:
-        super().__init__(message)
+        super().__init__(message, method=method, url=url)
         #: The HTTP status code of the answer.
         self.status_code = status_code
         #: The answer's body as text, cut to ``BODY_LIMIT`` characters.
         self.body = body
         #: Seconds the server asked to wait (``Retry-After``, seconds or HTTP date), if it did.
         self.retry_after = retry_after
-        #: The HTTP method of the request.
-        self.method = method
-        #: The URL of the request.
-        self.url = url
 
 
 class ClientError(HTTPStatusError):

@@ -16,10 +16,10 @@ from auditevt import (
     Timestamp,
 )
 
-__all__ = ["DEFAULT_WINDOW_NS", "MediaSession", "bandwidth_stats"]
+__all__ = ["MediaSession", "bandwidth_stats"]
 
 #: The window reported when the query gives neither ``since`` nor ``until``: 24 hours.
-DEFAULT_WINDOW_NS = 24 * 3600 * 1_000_000_000
+_DEFAULT_WINDOW_NS = 24 * 3600 * 1_000_000_000
 
 _MEASUREMENTS = (
     "inbound_bitrate_kbps",
@@ -63,7 +63,7 @@ def _window(query: BandwidthStatsQuery, now_ns: int) -> tuple[Timestamp, Timesta
         # A window is never empty: a since in the future still covers its own instant.
         until = Timestamp.from_unix_ns(now_ns if since is None else max(now_ns, since.unix_ns + 1))
     if since is None:
-        since = Timestamp.from_unix_ns(until.unix_ns - DEFAULT_WINDOW_NS)
+        since = Timestamp.from_unix_ns(until.unix_ns - _DEFAULT_WINDOW_NS)
     return since, until
 
 
