@@ -217,6 +217,48 @@ def _scan(value: Any) -> int:
     return found
 
 
+def _plain_python(value: Any, depth: int) -> bool:
+    """Whether Python input ``value`` is JSON as it stands: what check_json_value would return
+    unchanged, found without building a path per element (only a failure is checked again, to
+    name the bad part). Unrolled like _plain: it runs for every event built in Python."""
+    kind = type(value)
+    if kind is dict:
+        for key in value:
+            if type(key) is not str:
+                return False
+        items: Any = value.values()
+    elif kind is list:
+        items = value
+    else:
+        items = (value,)
+        depth -= 1
+    if depth >= MAX_CHANGES_DEPTH:
+        return False
+    for item in items:
+        item_kind = type(item)
+        if item_kind is str:
+            if not item.isascii() and _SURROGATE.search(item) is not None:
+                return False
+        elif item_kind is int:
+            if not -_FLOAT64_INT_LIMIT <= item <= _FLOAT64_INT_LIMIT:
+                return False
+        elif item_kind is float:
+            if item - item != 0.0:
+                return False
+        elif item_kind is dict or item_kind is list:
+            if not _plain_python(item, depth + 1):
+                return False
+        elif item is not None and item_kind is not bool:
+            return False
+    return True
+
+
+def _check_python_input(value: Any, info: core_schema.ValidationInfo) -> Any:
+    if _plain_python(value, 0):
+        return value
+    return check_json_value(value, info.field_name or "value")
+
+
 def _check_json_input(value: Any) -> Any:
     found = _scan(value)
     if not found:
@@ -234,9 +276,7 @@ def _json_value_schema(source: Any, handler: GetCoreSchemaHandler) -> core_schem
         json_schema=core_schema.no_info_after_validator_function(
             _check_json_input, core_schema.any_schema()
         ),
-        python_schema=core_schema.with_info_plain_validator_function(
-            lambda value, info: check_json_value(value, info.field_name or "value")
-        ),
+        python_schema=core_schema.with_info_plain_validator_function(_check_python_input),
     )
 
 

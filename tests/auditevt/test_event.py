@@ -176,6 +176,41 @@ def test_event_context_id_needs_its_context_in_python() -> None:
     assert event.to_json().endswith(',"action_context":"impersonation","impersonation_id":3}')
 
 
+_PYTHON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**1030), max_value=2**1030)
+    | st.floats()
+    | st.text()
+    | st.sampled_from(["\ud800", "a\udfffb", "é"]),
+    lambda children: st.lists(children, max_size=4)
+    | st.tuples(children)
+    | st.dictionaries(st.text(max_size=3) | st.integers(0, 3), children, max_size=4),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(_PYTHON_VALUES)
+def test_the_plain_python_check_agrees_with_the_full_check(value: Any) -> None:
+    # _plain_python spares the paths of the usual changes; it must say "plain" exactly when
+    # check_json_value would take the value as it is.
+    from auditevt._jsonvalue import _plain_python, check_json_value
+
+    try:
+        unchanged = check_json_value(value, "changes") is value
+    except ValueError:
+        unchanged = False
+    assert _plain_python(value, 0) is unchanged
+
+
+def test_the_plain_python_check_keeps_the_depth_limit() -> None:
+    from auditevt._jsonvalue import _plain_python
+
+    assert _plain_python(nested(MAX_CHANGES_DEPTH), 0)
+    assert not _plain_python(nested(MAX_CHANGES_DEPTH + 1), 0)
+
+
 def test_event_python_changes_are_checked_with_path() -> None:
     with pytest.raises(ValidationError, match=r"changes\.after\.score: nan"):
         make_event(changes={"after": {"score": float("nan")}})

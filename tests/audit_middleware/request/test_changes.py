@@ -15,11 +15,15 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from audit_middleware import AuditConfig, record
+from audit_middleware import AuditConfig, ConfigurationError, record
 from audit_middleware.request._changes import (
+    _NOT_PLAIN,
     MAX_CHANGES_DEPTH,
     ChangesLimits,
     Oversized,
+    _plain_copy,
+    _Walk,
+    _walk_weighed,
     prepare_weighed,
 )
 from audit_middleware.request._context import STATE_KEY, RequestAudit
@@ -335,3 +339,64 @@ def test_light_changes_are_never_heavier_than_settle_changes_measures() -> None:
         else:
             heavy_seen += 1
     assert light_seen > 500 and heavy_seen > 50  # both sides of the line were exercised
+
+
+def _random_plain(rng: random.Random, depth: int = 0) -> Any:
+    """Mostly plain JSON (the fast path), with now and then what only the walk takes."""
+    pick = rng.random()
+    if depth > 5 or pick < 0.5:
+        if rng.random() < 0.03:
+            return rng.choice(
+                [2**1024, -(2**1024), float("nan"), float("inf"), "é", "\ud800", (1, 2),
+                 dt.date(2026, 12, 1)]
+            )  # fmt: skip
+        return rng.choice(
+            [rng.randrange(-(10**6), 10**6), 0.5, -0.0, "s" * rng.randrange(0, 40), None, False]
+        )
+    if pick < 0.75:
+        return [_random_plain(rng, depth + 1) for _ in range(rng.randrange(0, 6))]
+    keys = ["a", "bb", "k" * rng.randrange(1, 9)] + (["é", 3] if rng.random() < 0.03 else [])
+    return {rng.choice(keys): _random_plain(rng, depth + 1) for _ in range(rng.randrange(0, 6))}
+
+
+def _weighed_or_error(weigh: Any, changes: Any, limits: ChangesLimits) -> Any:
+    try:
+        return weigh(changes, limits)
+    except ConfigurationError as exc:
+        return str(exc)
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [ChangesLimits(), ChangesLimits(max_elements=6), ChangesLimits(max_bytes=60)],
+    ids=["default", "few_elements", "few_bytes"],
+)
+def test_the_plain_fast_path_gives_what_the_walk_gives(limits: ChangesLimits) -> None:
+    rng = random.Random(7)
+    written = fast = 0
+    for _ in range(3000):
+        changes = _random_plain(rng)
+        fast += _plain_copy(changes, 0, [1, 0]) is not _NOT_PLAIN
+        got = _weighed_or_error(prepare_weighed, changes, limits)
+        assert got == _weighed_or_error(_walk_weighed, changes, limits), changes
+        written += isinstance(got, tuple) and not isinstance(got[0], Oversized)
+    assert written > 1000 and 1000 < fast < 2900  # both paths were taken
+
+
+def test_the_plain_fast_path_counts_bytes_and_elements_as_the_walk_does() -> None:
+    # The counts decide "light" and the limits: they must be the walk's own, to the byte.
+    rng = random.Random(8)
+    limits = ChangesLimits()
+    compared = 0
+    for _ in range(2000):
+        changes = _random_plain(rng)
+        tally = [1, 0]
+        plain = _plain_copy(changes, 0, tally)
+        if plain is _NOT_PLAIN:
+            continue
+        walk = _Walk(limits)
+        assert walk.value(changes, (), 0) == plain
+        elements = limits.max_elements - walk.elements_left + 1
+        assert tally == [elements, limits.max_bytes - walk.bytes_left], changes
+        compared += 1
+    assert compared > 500
