@@ -235,20 +235,17 @@ def _plain_python(value: Any, depth: int) -> bool:
     if depth >= MAX_CHANGES_DEPTH:
         return False
     for item in items:
-        item_kind = type(item)
-        if item_kind is str:
-            if not item.isascii() and _SURROGATE.search(item) is not None:
-                return False
-        elif item_kind is int:
-            if not -_FLOAT64_INT_LIMIT <= item <= _FLOAT64_INT_LIMIT:
-                return False
-        elif item_kind is float:
-            if item - item != 0.0:
-                return False
-        elif item_kind is dict or item_kind is list:
+        kind = type(item)
+        if kind is dict or kind is list:
             if not _plain_python(item, depth + 1):
                 return False
-        elif item is not None and item_kind is not bool:
+        elif not (
+            (kind is str and (item.isascii() or _SURROGATE.search(item) is None))
+            or (kind is int and -_FLOAT64_INT_LIMIT <= item <= _FLOAT64_INT_LIMIT)
+            or (kind is float and item - item == 0.0)  # not NaN or an infinity
+            or item is None
+            or kind is bool
+        ):
             return False
     return True
 
