@@ -279,48 +279,55 @@ _NOT_PLAIN: Any = object()
 _FLOAT64_INT_LIMIT = int(_FLOAT64_MAX)
 
 
-def _plain_copy(value: Any, depth: int, tally: list[int]) -> Any:
+def _plain_copy(value: Any, depth: int, left: list[int]) -> Any:
     """A copy of ``value`` when it is plain JSON that needs no encoding (dicts with ASCII str
-    keys, lists, ASCII str, ints and floats Go can read, bools, None), counted into ``tally``
-    as _Walk counts; else ``_NOT_PLAIN``. The usual ``changes`` take this path: a loop per
-    container instead of four calls per element (the walk's result is the same, a test holds
-    the two to each other)."""
+    keys, lists, ASCII str, ints and floats Go can read, bools, None), its elements and bytes
+    taken from ``left`` as _Walk counts them; else ``_NOT_PLAIN``, also as soon as either count
+    goes below zero (the walk then stops as early). The usual ``changes`` take this path: a loop
+    per container instead of four calls per element (a test holds the two to each other)."""
     kind = type(value)
     if (kind is not dict and kind is not list) or depth >= MAX_CHANGES_DEPTH:
         return _NOT_PLAIN
-    tally[0] += len(value)
-    size = 2
+    left[0] -= len(value)  # a million keys cost one len() here, as in the walk
+    if left[0] < 0:
+        return _NOT_PLAIN
+    size = left[1] - 2  # bytes left, in a local while this container is walked
     result: Any = {} if kind is dict else []
     for key, item in value.items() if kind is dict else enumerate(value):
         if kind is dict:
-            if type(key) is not str or not key.isascii():
+            if type(key) is not str:
                 return _NOT_PLAIN
-            size += len(key) + 2
+            size -= len(key) + 2
+            if size < 0 or not key.isascii():
+                return _NOT_PLAIN
         item_kind = type(item)
         if item_kind is str:
-            if not item.isascii():
+            size -= len(item) + 2
+            if size < 0 or not item.isascii():
+                left[1] = size  # where it stopped (a test reads it)
                 return _NOT_PLAIN
-            size += len(item) + 2
         elif item_kind is int:
             if not -_FLOAT64_INT_LIMIT <= item <= _FLOAT64_INT_LIMIT:
                 return _NOT_PLAIN
-            size += 5
+            size -= 5
         elif item_kind is float:
             if item - item != 0.0:  # NaN and the infinities
                 return _NOT_PLAIN
-            size += 24
+            size -= 24
         elif item is None or item_kind is bool:
-            size += 5
+            size -= 5
         else:
-            item = _plain_copy(item, depth + 1, tally)
+            left[1] = size
+            item = _plain_copy(item, depth + 1, left)
             if item is _NOT_PLAIN:
                 return _NOT_PLAIN
+            size = left[1]
         if kind is dict:
             result[key] = item
         else:
             result.append(item)
-    tally[1] += size
-    return result
+    left[1] = size
+    return result if left[1] >= 0 else _NOT_PLAIN
 
 
 def prepare_weighed(changes: Any, limits: ChangesLimits) -> tuple[Any, bool]:
@@ -339,10 +346,11 @@ def prepare_weighed(changes: Any, limits: ChangesLimits) -> tuple[Any, bool]:
     every string's length at most its UTF-8 size), so the usual small ``changes`` are not
     walked a second time to find that out.
     """
-    tally = [1, 0]  # elements (the value itself too) and bytes, as _Walk counts them
-    plain = _plain_copy(changes, 0, tally)
-    elements, size = tally
-    if plain is not _NOT_PLAIN and elements <= limits.max_elements + 1 and size <= limits.max_bytes:
+    left = [limits.max_elements, limits.max_bytes]
+    plain = _plain_copy(changes, 0, left)
+    if plain is not _NOT_PLAIN:
+        elements = limits.max_elements - left[0] + 1  # the value itself too, as the walk counts
+        size = limits.max_bytes - left[1]
         return plain, elements + size // 64 <= LIGHT_WEIGHT
     return _walk_weighed(changes, limits)
 

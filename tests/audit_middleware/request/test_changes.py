@@ -376,11 +376,11 @@ def test_the_plain_fast_path_gives_what_the_walk_gives(limits: ChangesLimits) ->
     written = fast = 0
     for _ in range(3000):
         changes = _random_plain(rng)
-        fast += _plain_copy(changes, 0, [1, 0]) is not _NOT_PLAIN
+        fast += _plain_copy(changes, 0, [limits.max_elements, limits.max_bytes]) is not _NOT_PLAIN
         got = _weighed_or_error(prepare_weighed, changes, limits)
         assert got == _weighed_or_error(_walk_weighed, changes, limits), changes
         written += isinstance(got, tuple) and not isinstance(got[0], Oversized)
-    assert written > 1000 and 1000 < fast < 2900  # both paths were taken
+    assert written > 1000 and 500 < fast < 2900  # both paths were taken
 
 
 def test_the_plain_fast_path_counts_bytes_and_elements_as_the_walk_does() -> None:
@@ -390,13 +390,26 @@ def test_the_plain_fast_path_counts_bytes_and_elements_as_the_walk_does() -> Non
     compared = 0
     for _ in range(2000):
         changes = _random_plain(rng)
-        tally = [1, 0]
-        plain = _plain_copy(changes, 0, tally)
+        left = [limits.max_elements, limits.max_bytes]
+        plain = _plain_copy(changes, 0, left)
         if plain is _NOT_PLAIN:
             continue
         walk = _Walk(limits)
         assert walk.value(changes, (), 0) == plain
-        elements = limits.max_elements - walk.elements_left + 1
-        assert tally == [elements, limits.max_bytes - walk.bytes_left], changes
+        assert left == [walk.elements_left, walk.bytes_left], changes
         compared += 1
     assert compared > 500
+
+
+def test_the_plain_fast_path_stops_at_a_limit_as_the_walk_does() -> None:
+    # A million plain keys: one len() and the value is past max_elements, without a copy.
+    huge = dict.fromkeys((f"k{i}" for i in range(1_000_000)), 1)
+    left = [ChangesLimits().max_elements, ChangesLimits().max_bytes]
+    assert _plain_copy(huge, 0, left) is _NOT_PLAIN
+    assert left[0] == ChangesLimits().max_elements - 1_000_000  # counted, nothing walked
+    wide = ["x" * 1000] * 200  # 200 kB of text: stops once max_bytes (128 KiB) is passed
+    left = [ChangesLimits().max_elements, ChangesLimits().max_bytes]
+    assert _plain_copy(wide, 0, left) is _NOT_PLAIN
+    assert -1002 < left[1] < 0
+    prepared, light = prepare_weighed(huge, ChangesLimits())
+    assert isinstance(prepared, Oversized) and not light
