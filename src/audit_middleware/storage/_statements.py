@@ -6,11 +6,11 @@ outbox row. audit_log is not RETURNING anything, on purpose: with forced RLS a R
 would have to pass the org-scoped SELECT policy, which a writer serving every organization does
 not. The event JSON travels once and is used twice.
 
-Two forms. ``FROM_JSON`` sends three values (the event id, the event JSON, the row hash) and lets
-the database read the columns out of the JSON: three parameters to adapt instead of seventeen,
-on the path every audited request takes. jsonb cannot hold U+0000, so an event whose JSON
-escapes one, or whose timestamp's offset PostgreSQL cannot read (:func:`from_json_ok` is false),
-takes ``FULL``, whose columns get U+FFFD instead.
+Two forms for a transaction of its own (``AuditStore.write()``). ``FROM_JSON`` sends three values
+(the event id, the event JSON, the row hash) and lets the database read the columns out of the
+JSON: three parameters to adapt instead of seventeen. jsonb cannot hold U+0000, so an event
+whose JSON escapes one, or whose timestamp's offset PostgreSQL cannot read (:func:`from_json_ok`
+is false), takes ``FULL``, whose columns get U+FFFD instead.
 Both give a row the same columns (tests/audit_middleware/storage/test_statements.py).
 
 The request's own transaction (transactional mode) binds ``FULL_PREPARABLE``'s seventeen values
@@ -34,9 +34,6 @@ from auditevt import Event, Timestamp
 __all__ = [
     "BOUND_FORMATS",
     "FROM_JSON_BOUND",
-    "FROM_JSON_PARAMETERS",
-    "FROM_JSON_PREPARABLE",
-    "FROM_JSON_TYPES",
     "FULL",
     "FULL_PARAMETERS",
     "FULL_PREPARABLE",
@@ -96,15 +93,10 @@ WITH v AS MATERIALIZED (
 INSERT INTO public.audit_outbox (event_id, audit_id, organization_id, payload)
 SELECT v.event_id, v.id, (v.j->>'organization_id')::bigint, v.event_json FROM v"""
 
-FROM_JSON_PARAMETERS = ("event_id", "event_json", "row_hash")
-"""The values ``FROM_JSON`` takes, in the order of ``FROM_JSON_PREPARABLE``'s $1, $2, $3."""
-FROM_JSON_TYPES = "uuid, text, bytea"
-FROM_JSON_BOUND = _FROM_JSON.format_map({name: f"%({name})s" for name in FROM_JSON_PARAMETERS})
-"""With named placeholders, for a driver-bound execute (or psycopg's client-side binding)."""
-FROM_JSON_PREPARABLE = _FROM_JSON.format_map(
-    {name: f"${number}" for number, name in enumerate(FROM_JSON_PARAMETERS, 1)}
+FROM_JSON_BOUND = _FROM_JSON.format_map(
+    {name: f"%({name})s" for name in ("event_id", "event_json", "row_hash")}
 )
-"""With positional parameters, for ``PREPARE name (FROM_JSON_TYPES) AS ...``."""
+"""``FROM_JSON`` with named placeholders for its three values, for a driver-bound execute."""
 
 
 def from_json_ok(event: Event, event_json: str) -> bool:

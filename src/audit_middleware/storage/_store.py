@@ -2,8 +2,8 @@
 
 :meth:`AuditStore.commit_with` joins the request's own transaction (the transactional mode):
 the rows go in on the connection carrying the handler's changes and commit with them; on
-PostgreSQL the write (a statement prepared once per connection) and the COMMIT travel in one
-message, so auditing adds no round trip.
+PostgreSQL the write (a statement prepared once per connection, its values bound) and the COMMIT
+travel in one libpq pipeline, so auditing adds no round trip.
 :meth:`AuditStore.write` is a transaction of its own (the separate-store mode, failed attempts):
 on PostgreSQL one data-modifying CTE on an autocommit connection, no ``BEGIN``/``COMMIT`` trips.
 SQLite (no data-modifying CTEs) gets two INSERTs; its writers queue on a lock, not busy-wait.
