@@ -319,14 +319,21 @@ class AuditMiddleware:
         return event
 
     async def bounded(self, write: Awaitable[Any]) -> None:
-        """Await ``write`` within ``config.write_timeout``."""
+        """Await ``write`` within ``config.write_timeout``; then a ``TimeoutError`` naming it."""
         timeout = self.config.write_timeout
         if timeout is None:
             await write
         elif _on_asyncio():
-            # A quarter of anyio.fail_after's cost, on the path every request takes.
-            async with asyncio.timeout(timeout):
-                await write
+            # A quarter of anyio.fail_after's cost, on the path every request takes. Its cancel
+            # is delivered once, so psycopg can still cancel the statement in the server.
+            deadline = asyncio.timeout(timeout)
+            try:
+                async with deadline:
+                    await write
+            except TimeoutError:
+                if deadline.expired():
+                    raise TimeoutError(f"the audit write took longer than {timeout} s") from None
+                raise
         else:
             with anyio.fail_after(timeout):
                 await write
