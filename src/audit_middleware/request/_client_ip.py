@@ -171,6 +171,12 @@ def parse_address(text: str) -> IPAddress | None:
         return None
 
 
+@lru_cache(maxsize=8192)
+def _peer_text(host: str) -> str:
+    address = parse_address(host)
+    return "" if address is None else str(address)
+
+
 def forwarded_for_headers(scope: Any) -> list[str]:
     """Every ``X-Forwarded-For`` header value of an ASGI scope, in the order received."""
     return [
@@ -246,6 +252,9 @@ def resolve_client_ip(
     rewrote from X-Forwarded-For (:func:`server_rewrote_peer`).
     """
     host = peer[0] if peer else None
+    if not forwarded_for:
+        # Nothing forwarded (the common case): the peer is the client, whatever is trusted.
+        return _peer_text(host) if isinstance(host, str) else ""
     address = parse_address(host) if isinstance(host, str) else None
     if address is None or (forwarded_for and server_rewrote_peer(peer, forwarded_for)):
         # No peer to anchor the walk: nothing in X-Forwarded-For can be trusted.

@@ -113,6 +113,14 @@ CASES: list[tuple[str, str | None, list[str], TrustedProxies, str]] = [
         TrustedProxies(hops=1),
         "198.51.100.1",
     ),
+    # Nothing forwarded: the peer, normalised, whatever the policy.
+    ("no header, untrusted peer", "203.0.113.9", [], LB, "203.0.113.9"),
+    ("no header, trusted peer", "10.0.0.1", [], LB, "10.0.0.1"),
+    ("no header, hops", "198.51.100.1", [], TrustedProxies(hops=2), "198.51.100.1"),
+    ("no header, no proxies", "2001:DB8::0:1", [], TrustedProxies(), "2001:db8::1"),
+    ("no header, IPv4-mapped peer", "::ffff:10.0.0.1", [], LB, "10.0.0.1"),
+    ("no header, garbage peer", "testclient", [], LB, ""),
+    ("no header, missing peer", None, [], TrustedProxies(hops=1), ""),
 ]
 
 
