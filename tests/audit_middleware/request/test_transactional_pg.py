@@ -284,3 +284,38 @@ async def test_txn_pg_connection_lost_before_the_commit_answers_outcome_unknown(
     assert response.json()["error"] == "audit_commit_unknown"
     assert "committed together or not at all" in response.json()["detail"]
     assert counts(pg_url) == (1, 1)  # the killed one committed nothing; the next one did
+
+
+@pytest.mark.anyio
+async def test_txn_pg_a_hung_write_times_out_and_leaves_the_connection_usable(
+    pg_clinic: AuditStore, pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def handler(request: Request) -> Response:
+        request.state.audit_organization_id = 3
+        session = await audit_session(request)
+        session.add(Patient(key=f"p{len(pids)}", organization_id=3))
+        await session.flush()
+        pids.append((await session.execute(sa.text("SELECT pg_backend_pid()"))).scalar_one())
+        return JSONResponse({}, 201)
+
+    pids: list[int] = []
+    app = AuditMiddleware(
+        Starlette(routes=[Route("/p", handler, methods=["POST"])]),
+        store=pg_clinic,
+        config=AuditConfig(write_timeout=0.3),
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        with psycopg.connect(libpq(pg_url)) as blocker:
+            # The audit INSERT waits for this lock: a database that does not answer.
+            blocker.execute("LOCK TABLE audit_outbox IN ACCESS EXCLUSIVE MODE")
+            hung = await http.post("/p")
+            blocker.rollback()
+        after = await http.post("/p")
+    assert hung.status_code == 503
+    assert hung.json()["error"] == "audit_commit_unknown"
+    [logged] = [r for r in caplog.records if "audit write failed" in r.getMessage()]
+    assert "TimeoutError: the audit write took longer than 0.3 s" in logged.getMessage()
+    # The statement was cancelled in the server, so the same connection served the next request.
+    assert after.status_code == 201 and pids[0] == pids[1]
+    assert counts(pg_url) == (1, 1)

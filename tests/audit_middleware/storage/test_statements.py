@@ -10,6 +10,7 @@ import psycopg
 import pytest
 
 from audit_middleware import AuditStore, StoreError
+from audit_middleware.integrity import row_hash
 from audit_middleware.storage import _statements
 from audit_middleware.storage._store import _from_json_params, new_event_id
 from auditevt import ActionContext, Event, Timestamp
@@ -88,6 +89,25 @@ async def test_every_statement_writes_the_same_columns(
     assert full == derived == bound
     assert Event.model_validate_json(derived[-1]) == event
     assert full[9] == event.timestamp.to_datetime()
+
+
+async def test_the_request_write_stores_the_writers_row_hash(
+    pg_store: AuditStore, pg_url: str
+) -> None:
+    # What the sealer and the verifier recompute from the stored row, for every kind of event.
+    events = [*EVENTS.values(), make_event(request_path="/a\x00b")]
+    ids = [new_event_id() for _ in events]
+    for event, event_id in zip(events, ids, strict=True):
+        await _commit_alone(pg_store, event, event_id)
+    with psycopg.connect(libpq(pg_url)) as conn:
+        stored = [
+            conn.execute(
+                "SELECT row_hash, event_json FROM audit_log WHERE event_id = %s", [i]
+            ).fetchone()
+            for i in ids
+        ]
+    for event_id, (digest, event_json) in zip(ids, stored, strict=True):
+        assert digest == row_hash(event_id, event_json)
 
 
 async def test_the_bound_write_takes_nul_as_the_full_statement_does(
