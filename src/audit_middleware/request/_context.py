@@ -23,7 +23,22 @@ STATE_KEY = "audit_middleware.request"
 
 _DEFAULT_LIMITS = ChangesLimits()
 
-_current: ContextVar[RequestAudit | None] = ContextVar("audit_middleware.request", default=None)
+
+
+class _Held:
+    """What the context variable holds: the request's audit until the request ends, then
+    nothing. The event loop keeps copies of a context for a while (a timer made during the
+    request keeps the one it was made in), and those must not keep the request's values alive:
+    held longer, they outlive two garbage collections and make the slow, full ones more
+    frequent."""
+
+    __slots__ = ("audit",)
+
+    def __init__(self, audit: RequestAudit | None) -> None:
+        self.audit = audit
+
+
+_current: ContextVar[_Held | None] = ContextVar("audit_middleware.request", default=None)
 
 
 class RequestAudit:
@@ -58,17 +73,21 @@ class RequestAudit:
         self.timestamp: Timestamp | None = None
 
 
-def set_current(audit: RequestAudit) -> Token[RequestAudit | None]:
-    return _current.set(audit)
+def set_current(audit: RequestAudit) -> Token[_Held | None]:
+    return _current.set(_Held(audit))
 
 
-def reset_current(token: Token[RequestAudit | None]) -> None:
+def reset_current(token: Token[_Held | None]) -> None:
+    held = _current.get()
+    if held is not None:
+        held.audit = None
     _current.reset(token)
 
 
 def _find(request_or_scope: Any) -> RequestAudit | None:
     if request_or_scope is None:
-        return _current.get()
+        held = _current.get()
+        return None if held is None else held.audit
     scope = getattr(request_or_scope, "scope", request_or_scope)
     if not isinstance(scope, MutableMapping):
         raise TypeError(

@@ -58,6 +58,8 @@ def _aborted(uow: UnitOfWork) -> bool:
 class TransactionalResponder:
     """One audited request in transactional mode (a new one per request)."""
 
+    __slots__ = ("_send", "audit", "disconnected", "done", "middleware", "replaced", "scope", "uow")
+
     def __init__(
         self, middleware: AuditMiddleware, scope: MutableMapping[str, Any], audit: RequestAudit
     ) -> None:

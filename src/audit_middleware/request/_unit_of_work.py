@@ -30,7 +30,8 @@ __all__ = ["UOW_STATE_KEY", "TransactionalStore", "UnitOfWork", "audit_connectio
 UOW_STATE_KEY = "audit_middleware.unit_of_work"
 """The ``scope["state"]`` key holding the request's :class:`UnitOfWork`."""
 
-_current: ContextVar[UnitOfWork | None] = ContextVar(UOW_STATE_KEY, default=None)
+# [uow] during the request, emptied when it ends (see _context._Held for why).
+_current: ContextVar[list[UnitOfWork] | None] = ContextVar(UOW_STATE_KEY, default=None)
 _UOW_INFO = "audit_middleware.unit_of_work"
 
 
@@ -166,22 +167,26 @@ class UnitOfWork:
                 await self._store.release(conn)
 
 
-def set_current(uow: UnitOfWork) -> Token[UnitOfWork | None]:
-    return _current.set(uow)
+def set_current(uow: UnitOfWork) -> Token[list[UnitOfWork] | None]:
+    return _current.set([uow])
 
 
-def reset_current(token: Token[UnitOfWork | None]) -> None:
+def reset_current(token: Token[list[UnitOfWork] | None]) -> None:
+    held = _current.get()
+    if held:
+        held.clear()
     _current.reset(token)
 
 
 def current() -> UnitOfWork | None:
     """The unit of work of the request this task serves, if any."""
-    return _current.get()
+    held = _current.get()
+    return held[0] if held else None
 
 
 def _find(request: Any) -> UnitOfWork:
     if request is None:
-        found = _current.get()
+        found = current()
     else:
         scope = getattr(request, "scope", request)
         if not isinstance(scope, MutableMapping):
