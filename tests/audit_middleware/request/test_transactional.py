@@ -240,3 +240,44 @@ async def test_txn_commit_on_the_request_connection_is_reported(
     assert any("outside the audit transaction" in r.getMessage() for r in caplog.records)
     keys, audit = await state(clinic)
     assert keys == ["core"] and [a[1] for a in audit] == [201]  # the row still follows
+
+
+@pytest.mark.anyio
+async def test_txn_a_context_kept_after_the_request_holds_nothing_of_it(clinic: AuditStore) -> None:
+    # The event loop keeps copies of a context after the request (each timer made during it
+    # holds the one it was made in): they must not keep the request's values alive.
+    import contextvars
+    import gc
+
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    from audit_middleware import record
+    from audit_middleware.request import _context, _unit_of_work
+
+    kept: list[contextvars.Context] = []
+    marker = {"marker": "kept-context"}
+
+    async def handler(request: Request) -> Response:
+        request.state.audit_organization_id = 3
+        session = await audit_session(request)
+        session.add(Patient(key="k", organization_id=3))
+        record(changes=marker)  # found through the context variable
+        kept.append(contextvars.copy_context())
+        return JSONResponse({}, 201)
+
+    app = AuditMiddleware(Starlette(routes=[Route("/p", handler, methods=["POST"])]), store=clinic)
+    async for http in _client(app):
+        assert (await http.post("/p")).status_code == 201
+    [context] = kept
+    with pytest.raises(RuntimeError, match="found no AuditMiddleware"):
+        context.run(record, changes={})
+    assert context.run(_unit_of_work.current) is None
+    gc.collect()
+    alive = [
+        o for o in gc.get_objects() if isinstance(o, _context.RequestAudit) and o.changes == marker
+    ]
+    assert alive == []
+    assert (await state(clinic))[1] == [("/p", 201, marker)]
