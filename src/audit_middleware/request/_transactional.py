@@ -27,12 +27,7 @@ from audit_middleware.request._middleware import (
     Receive,
     Send,
 )
-from audit_middleware.request._unit_of_work import (
-    UOW_STATE_KEY,
-    UnitOfWork,
-    reset_current,
-    set_current,
-)
+from audit_middleware.request._unit_of_work import UOW_STATE_KEY, UnitOfWork
 from auditevt import Event
 
 if TYPE_CHECKING:
@@ -58,7 +53,17 @@ def _aborted(uow: UnitOfWork) -> bool:
 class TransactionalResponder:
     """One audited request in transactional mode (a new one per request)."""
 
-    __slots__ = ("_send", "audit", "disconnected", "done", "middleware", "replaced", "scope", "uow")
+    __slots__ = (
+        "_receive",
+        "_send",
+        "audit",
+        "disconnected",
+        "done",
+        "middleware",
+        "replaced",
+        "scope",
+        "uow",
+    )
 
     def __init__(
         self, middleware: AuditMiddleware, scope: MutableMapping[str, Any], audit: RequestAudit
@@ -83,10 +88,9 @@ class TransactionalResponder:
             return
         uow = self.uow = UnitOfWork(middleware.sink, conn)
         self.scope["state"][UOW_STATE_KEY] = uow
-        token = set_current(uow)
-        self._send = send
+        self._receive, self._send = receive, send
         try:
-            await middleware.app(self.scope, self._receive(receive), self.send)
+            await middleware.app(self.scope, self.receive, self.send)
         except BaseException as exc:
             if not self.done:
                 gone = self.disconnected or isinstance(exc, anyio.get_cancelled_exc_class())
@@ -96,19 +100,15 @@ class TransactionalResponder:
             if not self.done:  # the app returned without a response: the server answers 500
                 await self._attempt(500)
         finally:
-            reset_current(token)
             if not uow.closed:  # usually closed by the commit already: skip the shield's cost
                 with anyio.CancelScope(shield=True):
                     await uow.close()
 
-    def _receive(self, receive: Receive) -> Receive:
-        async def receive_wrapper() -> Message:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                self.disconnected = True
-            return message
-
-        return receive_wrapper
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.disconnect":
+            self.disconnected = True
+        return message
 
     async def send(self, message: Message) -> None:
         if self.replaced:

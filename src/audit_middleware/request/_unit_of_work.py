@@ -15,7 +15,6 @@ costs no round trip; ``"create_savepoint"`` would add a SAVEPOINT and a RELEASE 
 from __future__ import annotations
 
 from collections.abc import MutableMapping
-from contextvars import ContextVar, Token
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -30,8 +29,6 @@ __all__ = ["UOW_STATE_KEY", "TransactionalStore", "UnitOfWork", "audit_connectio
 UOW_STATE_KEY = "audit_middleware.unit_of_work"
 """The ``scope["state"]`` key holding the request's :class:`UnitOfWork`."""
 
-# [uow] during the request, emptied when it ends (see _context._Held for why).
-_current: ContextVar[list[UnitOfWork] | None] = ContextVar(UOW_STATE_KEY, default=None)
 _UOW_INFO = "audit_middleware.unit_of_work"
 
 
@@ -167,35 +164,14 @@ class UnitOfWork:
                 await self._store.release(conn)
 
 
-def set_current(uow: UnitOfWork) -> Token[list[UnitOfWork] | None]:
-    return _current.set([uow])
-
-
-def reset_current(token: Token[list[UnitOfWork] | None]) -> None:
-    held = _current.get()
-    if held:
-        held.clear()
-    _current.reset(token)
-
-
-def current() -> UnitOfWork | None:
-    """The unit of work of the request this task serves, if any."""
-    held = _current.get()
-    return held[0] if held else None
-
-
 def _find(request: Any) -> UnitOfWork:
-    if request is None:
-        found = current()
-    else:
-        scope = getattr(request, "scope", request)
-        if not isinstance(scope, MutableMapping):
-            raise TypeError(
-                "expected a Starlette/FastAPI Request or an ASGI scope, "
-                f"not {type(request).__name__}"
-            )
-        state = scope.get("state")
-        found = state.get(UOW_STATE_KEY) if isinstance(state, MutableMapping) else None
+    scope = getattr(request, "scope", request)
+    if not isinstance(scope, MutableMapping):
+        raise TypeError(
+            f"expected a Starlette/FastAPI Request or an ASGI scope, not {type(request).__name__}"
+        )
+    state = scope.get("state")
+    found = state.get(UOW_STATE_KEY) if isinstance(state, MutableMapping) else None
     if not isinstance(found, UnitOfWork):
         raise RuntimeError(
             "this request has no unit of work: it is not audited (a GET, an excluded path), or "
