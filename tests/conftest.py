@@ -62,7 +62,7 @@ def drop_pg_database(name: str) -> None:
 
     roles = database_roles(name)
     _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    _admin_execute(f'DROP ROLE IF EXISTS "{roles.app}", "{roles.relay}"')
+    _admin_execute(f'DROP ROLE IF EXISTS "{roles.app}", "{roles.relay}", "{roles.sealer}"')
 
 
 def database_name(url: str) -> str:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from audit_middleware.storage._roles import _role_name
+from audit_middleware.storage._roles import SEALER_ROLE_PREFIX, _role_name
 
 __all__ = ["SEALER_ROLE_PREFIX", "sealer_role"]
-
-SEALER_ROLE_PREFIX = "auditevt_sealer_"
 
 
 def sealer_role(database: str) -> str:

@@ -4,7 +4,7 @@ Roles belong to the whole cluster, so a role shared by every database that runs 
 (``auditevt_app`` of revision 0001) would carry each database's privileges to all the others.
 Revision 0002 therefore creates two NOLOGIN group roles *per database*, named after it, grants
 them that database's tables only, and makes them the database's only grantees of ``CONNECT``
-besides its owner (and the migrating role).
+besides its owner (and the migrating role); revision 0003 adds a third, the sealer's.
 
 The name is the prefix and the database name, verbatim (quoted where SQL needs it). PostgreSQL
 cuts identifiers at 63 bytes, so a name that would not fit in 62 becomes exactly 63 bytes: the
@@ -18,10 +18,17 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-__all__ = ["APP_ROLE_PREFIX", "RELAY_ROLE_PREFIX", "DatabaseRoles", "database_roles"]
+__all__ = [
+    "APP_ROLE_PREFIX",
+    "RELAY_ROLE_PREFIX",
+    "SEALER_ROLE_PREFIX",
+    "DatabaseRoles",
+    "database_roles",
+]
 
 APP_ROLE_PREFIX = "auditevt_app_"
 RELAY_ROLE_PREFIX = "auditevt_relay_"
+SEALER_ROLE_PREFIX = "auditevt_sealer_"
 
 _MAX_IDENTIFIER_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1
 _DIGEST_HEX = 12
@@ -37,6 +44,8 @@ class DatabaseRoles:
     """The application's role: make the Core API's login role a member of it."""
     relay: str
     """A stand-alone relay's role: the outbox only, and no change to a payload."""
+    sealer: str
+    """The sealer's and the verifier's role (revision 0003): reads every organization's rows."""
 
 
 def _role_name(prefix: str, database: str) -> str:
@@ -51,10 +60,11 @@ def _role_name(prefix: str, database: str) -> str:
 
 
 def database_roles(database: str) -> DatabaseRoles:
-    """The roles revision 0002 creates for ``database`` (a database name, not a URL).
+    """The roles the migrations create for ``database`` (a database name, not a URL).
 
     ``database_roles("core").app`` is ``"auditevt_app_core"``; grant it to the application's
-    login role (``GRANT auditevt_app_core TO core_api``).
+    login role (``GRANT auditevt_app_core TO core_api``). Roles outlive a dropped database:
+    drop all three with it.
     """
     if not isinstance(database, str) or not database or "\x00" in database:
         raise ValueError(f"database={database!r} must be a non-empty database name")
@@ -64,4 +74,5 @@ def database_roles(database: str) -> DatabaseRoles:
         database=database,
         app=_role_name(APP_ROLE_PREFIX, database),
         relay=_role_name(RELAY_ROLE_PREFIX, database),
+        sealer=_role_name(SEALER_ROLE_PREFIX, database),
     )

@@ -316,13 +316,17 @@ def test_privileges_database_with_an_awkward_long_name() -> None:
     finally:
         with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {quoted(name)} WITH (FORCE)")
-            admin.execute(f"DROP ROLE IF EXISTS {quoted(roles.app)}, {quoted(roles.relay)}")
+            admin.execute(
+                f"DROP ROLE IF EXISTS {quoted(roles.app)}, {quoted(roles.relay)}, "
+                f"{quoted(roles.sealer)}"
+            )
 
 
 def test_database_roles_names() -> None:
     assert database_roles("core") == database_roles("core")
     assert database_roles("core").app == "auditevt_app_core"
     assert database_roles("core").relay == "auditevt_relay_core"
+    assert database_roles("core").sealer == "auditevt_sealer_core"
     plain = "d" * 47  # auditevt_relay_ + 47 = 62 bytes: kept as it is
     assert database_roles(plain).relay == "auditevt_relay_" + plain
     long = "d" * 48
@@ -438,3 +442,20 @@ def test_privileges_upgrade_keeps_an_index_built_beforehand(pg_url: str) -> None
             "SELECT indexname FROM pg_indexes WHERE tablename = 'audit_log' ORDER BY 1"
         ).fetchall()
     assert [name for (name,) in indexes if name.startswith("ix_")] == ["ix_audit_log_org_ts_event"]
+
+
+def test_database_roles_names_every_role_the_migrations_create(pg_url: str) -> None:
+    # What a user drops with the database (docs/security.md), and what the tests drop.
+    migrate_sync(pg_url)
+    name = database_name(pg_url)
+    roles = database_roles(name)
+    with psycopg.connect(PG_ADMIN_DSN) as conn:
+        created = {
+            row[0]
+            for row in conn.execute(
+                "SELECT rolname FROM pg_roles WHERE rolname LIKE 'auditevt%%' "
+                "AND right(rolname, %s) = %s",
+                [len(name) + 1, "_" + name],
+            )
+        }
+    assert created == {roles.app, roles.relay, roles.sealer}
