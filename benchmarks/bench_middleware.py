@@ -22,8 +22,8 @@ alike. ``overhead_ratio`` = audited requests/s over plain requests/s, each over 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import os
 import statistics
 import time
 import uuid
@@ -32,6 +32,7 @@ from typing import Any
 
 import httpx
 import psycopg
+from _pg import bench_database
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -39,11 +40,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from audit_middleware import AuditMiddleware, AuditStore, database_roles, migrate_sync, record
+from audit_middleware import AuditMiddleware, AuditStore, record
 from audit_middleware.storage._store import create_engine
 from auditevt import Action, Event, Timestamp
 
-ADMIN_DSN = os.environ.get("AUDITEVT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 CONCURRENCY = 16
 # Same pool for both apps, large enough that no request waits for or reopens a connection.
 ENGINE_KWARGS: dict[str, Any] = {"pool_size": CONCURRENCY, "max_overflow": 0}
@@ -176,30 +176,19 @@ async def _measure(url: str, rounds: int, requests: int) -> dict[str, Any]:
 
 
 def _database() -> tuple[str, Callable[[], None]]:
-    name = f"auditevt_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-
-    def drop() -> None:
-        with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            roles = database_roles(name)  # roles outlive the database: drop them too
-            admin.execute(f'DROP ROLE IF EXISTS "{roles.app}", "{roles.relay}"')
-
-    base = ADMIN_DSN.rsplit("/", 1)[0]
+    stack = contextlib.ExitStack()
+    url, dsn = stack.enter_context(bench_database())
     try:
-        url = f"{base.replace('postgresql://', 'postgresql+psycopg://', 1)}/{name}"
-        migrate_sync(url)
-        with psycopg.connect(f"{base}/{name}", autocommit=True) as conn:
+        with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("CREATE TABLE bench_plain (LIKE audit_log INCLUDING ALL)")
             conn.execute("CREATE SEQUENCE bench_plain_id_seq OWNED BY bench_plain.id")
             conn.execute(
                 "ALTER TABLE bench_plain ALTER COLUMN id SET DEFAULT nextval('bench_plain_id_seq')"
             )
     except BaseException:
-        drop()
+        stack.close()
         raise
-    return url, drop
+    return url, stack.close
 
 
 def run(quick: bool) -> list[dict[str, Any]]:

@@ -39,8 +39,8 @@ from typing import Any
 
 import httpx
 import psycopg
+from _pg import bench_database
 
-ADMIN_DSN = os.environ.get("AUDITEVT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 #: Batches in flight at once: two keep the receiver busy while the relay claims and acknowledges.
 IN_FLIGHT = 2
@@ -109,21 +109,8 @@ uvicorn.Server(config).run(sockets=[sock])
 @contextlib.contextmanager
 def _database() -> Iterator[str]:
     """A fresh, migrated PostgreSQL database (SQLAlchemy URL), dropped afterwards."""
-    from audit_middleware import database_roles, migrate_sync
-
-    name = f"auditevt_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    base = ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    url = f"{base}/{name}"
-    try:
-        migrate_sync(url)
+    with bench_database() as (url, _):
         yield url
-    finally:
-        with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            roles = database_roles(name)  # roles outlive the database: drop them too
-            admin.execute(f'DROP ROLE IF EXISTS "{roles.app}", "{roles.relay}"')
 
 
 def _env() -> dict[str, str]:

@@ -17,15 +17,14 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
+from _pg import bench_database
 
-ADMIN_DSN = os.environ.get("AUDITEVT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 ORGANIZATION = 1
 GOAL_MIB = 100
@@ -80,21 +79,11 @@ FROM (SELECT n, timestamptz '2024-01-01 00:00:00+00' + n * interval '1 second' A
 
 @contextlib.contextmanager
 def _database(rows: int) -> Iterator[str]:
-    from audit_middleware import migrate_sync
-
-    name = f"auditevt_bench_review_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    base = ADMIN_DSN.rsplit("/", 1)[0]
-    try:
-        migrate_sync(f"{base.replace('postgresql://', 'postgresql+psycopg://', 1)}/{name}")
-        with psycopg.connect(f"{base}/{name}", autocommit=True) as conn:
+    with bench_database("auditevt_bench_review") as (url, dsn):
+        with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(_INSERT, {"org": ORGANIZATION, "rows": rows})
             conn.execute("VACUUM ANALYZE audit_log")
-        yield f"{base}/{name}".replace("postgresql://", "postgresql+psycopg://", 1)
-    finally:
-        with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        yield url
 
 
 @contextlib.contextmanager

@@ -12,20 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
-import uuid
 from typing import Any
 
 import psycopg
+from _pg import bench_database
 
-from audit_middleware import Sealer, SealerConfig, SigningKey, migrate_sync, verify_database
+from audit_middleware import Sealer, SealerConfig, SigningKey, verify_database
 from audit_middleware.integrity._columns import _expected
 from audit_middleware.integrity._rowhash import PG_ROW_HASH
 from audit_middleware.integrity._sealer import create_engine
 from auditevt import Action, Event, Timestamp
-
-ADMIN_DSN = os.environ.get("AUDITEVT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 def _fill(dsn: str, rows: int) -> None:
@@ -90,20 +87,11 @@ async def _measure(url: str, dsn: str, rows: int, repeats: int) -> dict[str, Any
 
 def run(quick: bool) -> list[dict[str, Any]]:
     rows = 100_000 if quick else 500_000
-    name = f"auditevt_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    base = ADMIN_DSN.rsplit("/", 1)[0]
-    try:
-        url = f"{base.replace('postgresql://', 'postgresql+psycopg://', 1)}/{name}"
-        migrate_sync(url)
+    with bench_database() as (url, dsn):
         started = time.perf_counter()
-        _fill(f"{base}/{name}", rows)
+        _fill(dsn, rows)
         fill_seconds = time.perf_counter() - started
-        result = asyncio.run(_measure(url, f"{base}/{name}", rows, repeats=3))
-    finally:
-        with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        result = asyncio.run(_measure(url, dsn, rows, repeats=3))
     detail = {"rows": rows, "fill_seconds": round(fill_seconds, 2), "quick": quick}
     passes = result["seal_seconds"]
     return [
