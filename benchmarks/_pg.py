@@ -29,6 +29,4 @@ def bench_database(prefix: str = "auditevt_bench") -> Iterator[tuple[str, str]]:
         with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             roles = database_roles(name)  # roles outlive the database: drop all three
-            admin.execute(
-                f'DROP ROLE IF EXISTS "{roles.app}", "{roles.relay}", "{roles.sealer}"'
-            )
+            admin.execute(f'DROP ROLE IF EXISTS "{roles.app}", "{roles.relay}", "{roles.sealer}"')
