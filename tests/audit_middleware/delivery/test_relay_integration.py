@@ -263,10 +263,13 @@ async def test_one_relay_drains_a_sqlite_outbox_over_http(sqlite_store: AuditSto
 
 
 @pytest.mark.slow
-def test_relay_outage_keeps_memory_bounded_and_delivers_everything_after() -> None:
+def test_relay_outage_keeps_memory_bounded_and_delivers_everything_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # The benchmark's app process (AuditMiddleware + in-app relay, Telemetry down), with fewer
     # events: the backlog must wait in PostgreSQL, not in the process.
     path = Path(__file__).resolve().parents[3] / "benchmarks" / "bench_relay.py"
+    monkeypatch.syspath_prepend(str(path.parent))  # as run.py runs it: beside its helpers
     spec = importlib.util.spec_from_file_location("bench_relay", path)
     assert spec is not None and spec.loader is not None
     bench = importlib.util.module_from_spec(spec)
