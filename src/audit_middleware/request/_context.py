@@ -24,7 +24,6 @@ STATE_KEY = "audit_middleware.request"
 _DEFAULT_LIMITS = ChangesLimits()
 
 
-
 class _Held:
     """What the context variable holds: the request's audit until the request ends, then
     nothing. The event loop keeps copies of a context for a while (a timer made during the
