@@ -34,9 +34,11 @@ import anyio
 from audit_middleware._ratelimit_log import RateLimitedLog
 from audit_middleware.request._config import DEFAULT_METHODS, AuditConfig, IdentityResolver, under
 from audit_middleware.request._context import STATE_KEY, RequestAudit, reset_current, set_current
+from audit_middleware.request._deadline import WriteDeadlines
 from audit_middleware.request._event import IdentityTypeError, build_event
 from audit_middleware.request._lifespan import run_lifespan
 from audit_middleware.request._metrics import AuditStats, track
+from audit_middleware.request._shield import shielded
 from audit_middleware.request._summary import settle_changes
 from auditevt import Event, Timestamp
 
@@ -105,12 +107,11 @@ class AuditSink(Protocol):
         ...
 
 
-def _on_asyncio() -> bool:
+def _asyncio_loop() -> asyncio.AbstractEventLoop | None:
     try:
-        asyncio.get_running_loop()
+        return asyncio.get_running_loop()
     except RuntimeError:
-        return False  # trio, through anyio
-    return True
+        return None  # trio, through anyio
 
 
 class AuditMiddleware:
@@ -165,6 +166,7 @@ class AuditMiddleware:
         self._identity_log = RateLimitedLog(logger, interval=math.inf)  # once per route
         self.early_commit_log = RateLimitedLog(logger, interval=60.0)
         self._last_traceback = -math.inf
+        self._deadlines: WriteDeadlines | None = None  # of the loop the last write ran on
         self._tracked = not self.config.metrics  # reported to Prometheus on first request
 
     def _audited_path(self, path: str) -> bool:
@@ -323,17 +325,12 @@ class AuditMiddleware:
         timeout = self.config.write_timeout
         if timeout is None:
             await write
-        elif _on_asyncio():
-            # A quarter of anyio.fail_after's cost, on the path every request takes. Its cancel
-            # is delivered once, so psycopg can still cancel the statement in the server.
-            deadline = asyncio.timeout(timeout)
-            try:
-                async with deadline:
-                    await write
-            except TimeoutError:
-                if deadline.expired():
-                    raise TimeoutError(f"the audit write took longer than {timeout} s") from None
-                raise
+        elif (loop := _asyncio_loop()) is not None:
+            # One timer for all the loop's writes, not one per write (see _deadline).
+            deadlines = self._deadlines
+            if deadlines is None or deadlines.loop is not loop:
+                deadlines = self._deadlines = WriteDeadlines(loop, timeout)
+            await deadlines.run(write)
         else:
             with anyio.fail_after(timeout):
                 await write
@@ -363,7 +360,7 @@ class AuditMiddleware:
         try:
             # Shielded: a request cancelled mid-write (Starlette cancels a streaming response
             # when the client goes away) is still audited.
-            with anyio.CancelScope(shield=True):
+            with shielded():
                 event = await self.build(scope, audit, status, attempt=attempt)
                 if event is None:
                     return True

@@ -16,9 +16,8 @@ from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import anyio
-import psycopg.pq
 
-from audit_middleware._exceptions import CommitOutcomeUnknown, StoreError
+from audit_middleware._exceptions import CommitOutcomeUnknown
 from audit_middleware.request._context import RequestAudit
 from audit_middleware.request._middleware import (
     CLIENT_CLOSED_REQUEST,
@@ -27,6 +26,7 @@ from audit_middleware.request._middleware import (
     Receive,
     Send,
 )
+from audit_middleware.request._shield import shielded
 from audit_middleware.request._unit_of_work import UOW_STATE_KEY, UnitOfWork
 from auditevt import Event
 
@@ -38,16 +38,6 @@ __all__ = ["TransactionalResponder"]
 logger = logging.getLogger("audit_middleware")
 
 Message: TypeAlias = MutableMapping[str, Any]
-
-
-def _aborted(uow: UnitOfWork) -> bool:
-    # A statement of the handler failed and the handler answered anyway (PostgreSQL only: the
-    # transaction refuses everything until it is rolled back).
-    sync = uow.connection.sync_connection
-    driver = sync.connection.driver_connection if sync is not None else None
-    if isinstance(driver, psycopg.AsyncConnection):
-        return driver.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
-    return False
 
 
 class TransactionalResponder:
@@ -101,7 +91,7 @@ class TransactionalResponder:
                 await self._attempt(500)
         finally:
             if not uow.closed:  # usually closed by the commit already: skip the shield's cost
-                with anyio.CancelScope(shield=True):
+                with shielded():
                     await uow.close()
 
     async def receive(self) -> Message:
@@ -127,7 +117,7 @@ class TransactionalResponder:
         """Roll back, then record the failed attempt in a write of its own."""
         self.done = True
         uow = self.uow
-        with anyio.CancelScope(shield=True):
+        with shielded():
             if uow is not None:
                 try:
                     await uow.rollback()
@@ -143,7 +133,7 @@ class TransactionalResponder:
             raise RuntimeError("the unit of work is gone before the response started")
         event: Event | None = None
         try:
-            with anyio.CancelScope(shield=True):
+            with shielded():
                 if uow.committed_early:
                     route = getattr(self.scope.get("route"), "path", self.scope["path"])
                     middleware.early_commit_log.log(
@@ -157,11 +147,6 @@ class TransactionalResponder:
                     )
                 event = await middleware.build(self.scope, self.audit, status)
                 if isinstance(status, int) and status < 400:
-                    if _aborted(uow):
-                        raise StoreError(
-                            f"the app answered {status}, but a statement of its transaction "
-                            "failed: nothing of it can be committed"
-                        )
                     await middleware.bounded(uow.commit_with(event))
                 else:
                     # A failed request changes nothing; its audit row commits on its own.
@@ -169,7 +154,7 @@ class TransactionalResponder:
                 await uow.close()
         except Exception as exc:
             unknown = isinstance(exc, CommitOutcomeUnknown | TimeoutError) and uow.commit_sent
-            with anyio.CancelScope(shield=True):
+            with shielded():
                 try:
                     await uow.rollback()
                 except Exception:

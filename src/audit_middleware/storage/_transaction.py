@@ -129,6 +129,7 @@ _PREPARED_KEY = "auditevt.prepared_write"
 _names = itertools.count(1)
 
 _INTRANS = pq.TransactionStatus.INTRANS
+_INERROR = pq.TransactionStatus.INERROR
 _COMMAND_OK = pq.ExecStatus.COMMAND_OK
 _FATAL_ERROR = pq.ExecStatus.FATAL_ERROR
 _PIPELINE_SYNC = pq.ExecStatus.PIPELINE_SYNC
@@ -164,6 +165,13 @@ async def commit_prepared(
     from the session (``DEALLOCATE ALL``) fails that one write, and the next one prepares again.
     """
     driver = await _driver(conn)
+    if driver.pgconn.transaction_status == _INERROR:
+        # A statement of the handler failed and the app answered anyway: the transaction
+        # refuses everything until it is rolled back.
+        raise StoreError(
+            "a statement of the request's transaction failed (and the app answered anyway): "
+            "nothing of it can be committed"
+        )
     info, key = conn.info, (_PREPARED_KEY, statement)  # one entry per statement
     name: bytes | None = info.pop(key, None)
     parsed = False  # this call sends the Parse

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from pathlib import Path
@@ -319,3 +320,32 @@ async def test_txn_pg_a_hung_write_times_out_and_leaves_the_connection_usable(
     # The statement was cancelled in the server, so the same connection served the next request.
     assert after.status_code == 201 and pids[0] == pids[1]
     assert counts(pg_url) == (1, 1)
+
+
+@pytest.mark.anyio
+async def test_txn_pg_a_failed_statement_the_handler_caught_commits_nothing(
+    pg_clinic: AuditStore, pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def handler(request: Request) -> Response:
+        request.state.audit_organization_id = 3
+        session = await audit_session(request)
+        session.add(Patient(key="caught", organization_id=3))
+        await session.flush()
+        with contextlib.suppress(sa.exc.DBAPIError):  # caught: answered as if all went well
+            await session.execute(sa.text("SELECT 1 / 0"))
+        return JSONResponse({}, 201)
+
+    app = AuditMiddleware(
+        Starlette(routes=[Route("/p", handler, methods=["POST"])]), store=pg_clinic
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        response = await http.post("/p")
+    assert response.status_code == 503
+    assert "nothing was changed" in response.json()["detail"]
+    [logged] = [r for r in caplog.records if "audit write failed" in r.getMessage()]
+    assert "a statement of the request's transaction failed" in logged.getMessage()
+    with psycopg.connect(libpq(pg_url)) as conn:
+        rows = conn.execute("SELECT status_code FROM audit_log").fetchall()
+    # No patient; the attempt alone is recorded, with what the client got.
+    assert counts(pg_url) == (0, 1) and rows == [(503,)]
