@@ -201,6 +201,10 @@ _TimestampText = Annotated[
 ]
 
 
+# The second Timestamp.now() last formatted, and its text (one tuple: threads swap it whole).
+_last_second: tuple[int, str] = (-1, "")
+
+
 class Timestamp(RootModel[_TimestampText]):
     """An instant in nanoseconds with the UTC offset it was written in (Go's ``time.Time``).
 
@@ -225,9 +229,13 @@ class Timestamp(RootModel[_TimestampText]):
     @classmethod
     def now(cls) -> Timestamp:
         """The current time in UTC, to the nanosecond the clock gives."""
+        global _last_second
         seconds, nanos = divmod(time.time_ns(), _NS_PER_SECOND)
-        # The C library formats the date: every audited request takes a timestamp.
-        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        # Every audited request takes a timestamp: the date is formatted once a second.
+        second, text = _last_second
+        if second != seconds:
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+            _last_second = (seconds, text)
         if nanos:
             text += "." + f"{nanos:09d}".rstrip("0")
         return cls._of_text(text + "Z")

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from auditevt import Timestamp
+from auditevt import Timestamp, _timestamp
 
 
 class Holder(BaseModel):
@@ -96,6 +96,17 @@ def test_timestamp_now_is_utc_with_nanoseconds() -> None:
     after = datetime.now(UTC)
     assert stamp.isoformat().endswith("Z")
     assert before - timedelta(seconds=1) <= stamp.to_datetime() <= after + timedelta(seconds=1)
+
+
+def test_timestamp_now_formats_each_second_anew(monkeypatch: pytest.MonkeyPatch) -> None:
+    # now() keeps the text of the second it last formatted: another second is not that text.
+    monkeypatch.setattr(_timestamp, "_last_second", (0, "1970-01-01T00:00:00"))
+    before = datetime.now(UTC)
+    stamp = Timestamp.now()
+    assert stamp.to_datetime() >= before - timedelta(seconds=1)
+    again = Timestamp.now()
+    assert again.isoformat()[:19] in (stamp.isoformat()[:19], _timestamp._last_second[1])
+    assert Timestamp.parse(stamp.isoformat()) == stamp
 
 
 @pytest.mark.parametrize(
