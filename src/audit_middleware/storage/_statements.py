@@ -28,7 +28,7 @@ from uuid import UUID
 
 import pydantic_core
 
-from audit_middleware.integrity._rowhash import row_hash
+from audit_middleware.integrity._rowhash import row_hash_of_bytes
 from auditevt import Event, Timestamp
 
 __all__ = [
@@ -155,10 +155,11 @@ def bound_values(event: Event, event_id: UUID, event_json: str) -> list[bytes | 
         event.break_glass_id,
         event.impersonation_id,
     )
+    id_bytes, json_bytes = event_id.bytes, event_json.encode()
     return [
-        event_id.bytes,
+        id_bytes,
         b"%d" % event.organization_id,
-        event_json.encode(),
+        json_bytes,
         event.action.encode(),
         pg_text(event.entity_type).encode(),
         b"%d" % event.entity_id,
@@ -172,5 +173,5 @@ def bound_values(event: Event, event_id: UUID, event_json: str) -> list[bytes | 
         None if context is None else str(context).encode(),
         None if break_glass is None else b"%d" % break_glass,
         None if impersonation is None else b"%d" % impersonation,
-        row_hash(event_id, event_json),
+        row_hash_of_bytes(id_bytes, json_bytes),
     ]
