@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pickle
 import re
 import uuid
 from typing import Any
@@ -85,6 +86,11 @@ def test_new_event_id_is_version_7_and_time_ordered() -> None:
     assert len(set(ids)) == len(ids)
     millis = [i.int >> 80 for i in ids]
     assert millis == sorted(millis)
+    # Built without UUID()'s own checks: the same object UUID() builds from its text.
+    for made in ids[:50]:
+        parsed = uuid.UUID(str(made))
+        assert (made, hash(made), made.is_safe) == (parsed, hash(parsed), parsed.is_safe)
+        assert pickle.loads(pickle.dumps(made)) == made
 
 
 # -- PostgreSQL -------------------------------------------------------------------------------
