@@ -43,6 +43,24 @@ async def pg_clinic(pg_store: AuditStore) -> AuditStore:
     return pg_store
 
 
+def _client(
+    handler: Any, store: AuditStore, config: AuditConfig | None = None
+) -> httpx.AsyncClient:
+    """A client of a Starlette app serving ``handler`` at ``POST /p``, audited in ``store``."""
+    app = Starlette(routes=[Route("/p", handler, methods=["POST"])])
+    transport = httpx.ASGITransport(app=AuditMiddleware(app, store=store, config=config))
+    return httpx.AsyncClient(transport=transport, base_url="http://t")
+
+
+async def _patient_added(request: Request, key: str) -> AsyncSession:
+    """The request's session, a patient of organization 3 flushed into it."""
+    request.state.audit_organization_id = 3
+    session = await audit_session(request)
+    session.add(Patient(key=key, organization_id=3))
+    await session.flush()
+    return session
+
+
 def counts(url: str) -> tuple[int, int]:
     with psycopg.connect(libpq(url)) as conn:
         patients = conn.execute("SELECT count(*) FROM patients").fetchone()
@@ -262,10 +280,7 @@ async def test_txn_pg_connection_lost_before_the_commit_answers_outcome_unknown(
     killed: list[int] = []
 
     async def handler(request: Request) -> Response:
-        request.state.audit_organization_id = 3
-        session = await audit_session(request)
-        session.add(Patient(key="lost", organization_id=3))
-        await session.flush()
+        session = await _patient_added(request, "lost")
         if killed:
             return JSONResponse({}, 201)
         pid = (await session.execute(sa.text("SELECT pg_backend_pid()"))).scalar_one()
@@ -274,11 +289,7 @@ async def test_txn_pg_connection_lost_before_the_commit_answers_outcome_unknown(
         killed.append(pid)
         return JSONResponse({}, 201)
 
-    app = AuditMiddleware(
-        Starlette(routes=[Route("/p", handler, methods=["POST"])]), store=pg_clinic
-    )
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+    async with _client(handler, pg_clinic) as http:
         response = await http.post("/p")
         assert (await http.post("/p")).status_code == 201  # the pool dropped the dead connection
     assert response.status_code == 503
@@ -292,21 +303,12 @@ async def test_txn_pg_a_hung_write_times_out_and_leaves_the_connection_usable(
     pg_clinic: AuditStore, pg_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def handler(request: Request) -> Response:
-        request.state.audit_organization_id = 3
-        session = await audit_session(request)
-        session.add(Patient(key=f"p{len(pids)}", organization_id=3))
-        await session.flush()
+        session = await _patient_added(request, f"p{len(pids)}")
         pids.append((await session.execute(sa.text("SELECT pg_backend_pid()"))).scalar_one())
         return JSONResponse({}, 201)
 
     pids: list[int] = []
-    app = AuditMiddleware(
-        Starlette(routes=[Route("/p", handler, methods=["POST"])]),
-        store=pg_clinic,
-        config=AuditConfig(write_timeout=0.3),
-    )
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+    async with _client(handler, pg_clinic, AuditConfig(write_timeout=0.3)) as http:
         with psycopg.connect(libpq(pg_url)) as blocker:
             # The audit INSERT waits for this lock: a database that does not answer.
             blocker.execute("LOCK TABLE audit_outbox IN ACCESS EXCLUSIVE MODE")
@@ -327,19 +329,12 @@ async def test_txn_pg_a_failed_statement_the_handler_caught_commits_nothing(
     pg_clinic: AuditStore, pg_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def handler(request: Request) -> Response:
-        request.state.audit_organization_id = 3
-        session = await audit_session(request)
-        session.add(Patient(key="caught", organization_id=3))
-        await session.flush()
+        session = await _patient_added(request, "caught")
         with contextlib.suppress(sa.exc.DBAPIError):  # caught: answered as if all went well
             await session.execute(sa.text("SELECT 1 / 0"))
         return JSONResponse({}, 201)
 
-    app = AuditMiddleware(
-        Starlette(routes=[Route("/p", handler, methods=["POST"])]), store=pg_clinic
-    )
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+    async with _client(handler, pg_clinic) as http:
         response = await http.post("/p")
     assert response.status_code == 503
     assert "nothing was changed" in response.json()["detail"]
