@@ -111,14 +111,23 @@ def check_json_value(value: Any, path: str, depth: int = 0) -> Any:
     raise _fail(path, "a value of type {type} is not JSON", type=kind.__name__)
 
 
+def _valid_text(value: str) -> str:
+    # No field name: a validator given one costs pydantic a ValidationInfo per call, and the
+    # error's location names the field anyway.
+    if value.isascii() or _SURROGATE.search(value) is None:
+        return value
+    raise PydanticCustomError(
+        "json_value", "string holds a lone surrogate, which is not valid Unicode"
+    )
+
+
 def _go_string_schema(source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
     # JSON input is already valid Unicode (the JSON parser refuses lone surrogates); Python
     # input is checked.
     return core_schema.json_or_python_schema(
         json_schema=core_schema.str_schema(strict=True),
-        python_schema=core_schema.with_info_after_validator_function(
-            lambda value, info: check_text(value, info.field_name or "value"),
-            core_schema.str_schema(strict=True),
+        python_schema=core_schema.no_info_after_validator_function(
+            _valid_text, core_schema.str_schema(strict=True)
         ),
     )
 

@@ -40,6 +40,8 @@ class _OpenEnum:
         )
 
     def _member(self, value: Any) -> Any:
+        if type(value) is self.members:
+            return value  # what Python code passes: the member itself
         if isinstance(value, str):
             try:
                 return self.members(value)

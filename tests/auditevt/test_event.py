@@ -218,8 +218,10 @@ def test_event_python_changes_are_checked_with_path() -> None:
         make_event(changes={1: "a"})
     with pytest.raises(ValidationError, match="type set is not JSON"):
         make_event(changes={"a": {1, 2}})
-    with pytest.raises(ValidationError, match="lone surrogate"):
+    with pytest.raises(ValidationError, match="lone surrogate") as refused:
         make_event(user_agent="bad \ud800")
+    [error] = refused.value.errors()
+    assert (error["loc"], error["input"]) == (("user_agent",), "bad \ud800")
 
 
 def test_event_python_tuples_become_arrays() -> None:
