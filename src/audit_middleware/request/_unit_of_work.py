@@ -118,8 +118,10 @@ class UnitOfWork:
             self._root = sync.begin()  # sends nothing: the driver begins with the next statement
 
     async def _flush(self) -> None:
-        if self._session is not None:
-            await self._session.flush()
+        session = self._session
+        # What Session.flush() checks first, without the greenlet (about 8 us) it runs in.
+        if session is not None and (session.new or session.dirty or session.deleted):
+            await session.flush()
 
     async def commit_with(self, event: Event | None) -> None:
         """Flush the session, write ``event``'s rows (if any) and commit, all in one transaction."""

@@ -20,7 +20,9 @@ import psycopg
 import sqlalchemy.exc
 from psycopg import generators, pq
 from psycopg.abc import PQGen
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.util import greenlet_spawn
 
 from audit_middleware._exceptions import (
     AuditError,
@@ -55,24 +57,37 @@ async def open_connection(
 ) -> AsyncConnection:
     """A connection with its transaction begun; ``lock`` (SQLite's writer lock) held with it,
     noted in ``held`` (not in ``conn.info``: a broken connection cannot be asked for that)."""
-    if lock is not None:
-        await lock.acquire()
+    if lock is None:
+        try:
+            return AsyncConnection(engine, await greenlet_spawn(_begun, engine.sync_engine))
+        except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
+            raise map_database_error(exc, StoreError, "open the request's transaction") from exc
+    await lock.acquire()
     try:
         conn = await engine.connect()
         try:
-            if lock is not None:
-                await prepare(conn)
+            await prepare(conn)
             await conn.begin()
         except BaseException:
             await conn.close()
             raise
-        if lock is not None:
-            held[conn] = lock
+        held[conn] = lock
     except BaseException as exc:
-        if lock is not None:
-            lock.release()
+        lock.release()
         if isinstance(exc, sqlalchemy.exc.SQLAlchemyError | OSError):
             raise map_database_error(exc, StoreError, "open the request's transaction") from exc
+        raise
+    return conn
+
+
+def _begun(engine: Engine) -> Connection:
+    # Connected and begun in one greenlet: each greenlet_spawn costs about 8 us, and begin()
+    # sends nothing (the driver begins with the first statement).
+    conn = engine.connect()
+    try:
+        conn.begin()
+    except BaseException:
+        conn.close()
         raise
     return conn
 

@@ -15,6 +15,10 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from apps.clinic_app import Patient, build_fastapi, build_starlette, create_tables
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from audit_middleware import AuditMiddleware, AuditStats, AuditStore, audit_session
 from audit_middleware.storage._tables import AUDIT_LOG, AUDIT_OUTBOX
@@ -75,6 +79,38 @@ async def test_txn_unflushed_changes_are_flushed_and_committed_with_the_row(
     assert response.status_code == 201
     keys, audit = await state(clinic)
     assert keys == ["p2"] and [a[1] for a in audit] == [201]
+
+
+@pytest.mark.anyio
+async def test_txn_modified_and_deleted_objects_are_flushed_before_the_commit(
+    clinic: AuditStore,
+) -> None:
+    # Neither handler flushes: what only the session knows (a changed or a deleted object)
+    # is written by the middleware's flush before the commit, as a new object is.
+    async with clinic.engine.begin() as conn:
+        await conn.execute(sa.insert(Patient), [{"key": k, "organization_id": 3} for k in "ab"])
+
+    async def loaded(request: Request) -> dict[str, Patient]:
+        request.state.audit_organization_id = 3
+        session = await audit_session(request)
+        return {p.key: p for p in (await session.execute(sa.select(Patient))).scalars()}
+
+    async def rename(request: Request) -> Response:
+        (await loaded(request))["a"].key = "renamed"
+        return JSONResponse({}, 200)
+
+    async def delete(request: Request) -> Response:
+        await (await audit_session(request)).delete((await loaded(request))["b"])
+        return JSONResponse({}, 200)
+
+    app = Starlette(
+        routes=[Route("/rename", rename, methods=["PUT"]), Route("/b", delete, methods=["DELETE"])]
+    )
+    async for http in _client(AuditMiddleware(app, store=clinic)):
+        assert (await http.put("/rename")).status_code == 200
+        assert (await http.delete("/b")).status_code == 200
+    keys, audit = await state(clinic)
+    assert keys == ["renamed"] and [(a[0], a[1]) for a in audit] == [("/rename", 200), ("/b", 200)]
 
 
 @pytest.mark.anyio
@@ -252,8 +288,7 @@ async def test_txn_a_context_kept_after_the_request_holds_nothing_of_its_audit(
     import gc
 
     from starlette.applications import Starlette
-    from starlette.requests import Request
-    from starlette.responses import JSONResponse, Response
+    from starlette.responses import JSONResponse
     from starlette.routing import Route
 
     from audit_middleware import record
