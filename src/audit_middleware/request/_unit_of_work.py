@@ -50,8 +50,8 @@ class TransactionalStore(Protocol):
         """A connection with its transaction begun."""
         ...
 
-    async def release(self, conn: AsyncConnection) -> None:
-        """Close a connection from :meth:`connect`."""
+    async def release(self, conn: AsyncConnection, *, session: AsyncSession | None = None) -> None:
+        """Close ``session`` (if any), then a connection from :meth:`connect`."""
         ...
 
     async def commit_with(self, conn: AsyncConnection, event: Event) -> UUID:
@@ -158,12 +158,10 @@ class UnitOfWork:
         self.finishing = True
         session, self._session = self._session, None
         conn, self._connection = self._connection, None
-        try:
-            if session is not None:
-                await session.close()
-        finally:
-            if conn is not None:
-                await self._store.release(conn)
+        if conn is not None:
+            await self._store.release(conn, session=session)
+        elif session is not None:
+            await session.close()
 
 
 def _find(request: Any) -> UnitOfWork:
