@@ -34,6 +34,12 @@ class NotifyingSink:
         self._notify()
         return event_id
 
+    async def commit_and_release(self, conn: Any, event: Event, **kwargs: Any) -> uuid.UUID:
+        commit_and_release = self._sink.commit_and_release  # type: ignore[attr-defined]
+        event_id: uuid.UUID = await commit_and_release(conn, event, **kwargs)
+        self._notify()
+        return event_id
+
     def __getattr__(self, name: str) -> Any:
         # Everything else (engine, check(), connect(), aclose(), ...) is the wrapped sink's, so
         # the start-up check runs through this wrapper.

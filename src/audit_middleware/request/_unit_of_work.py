@@ -58,6 +58,13 @@ class TransactionalStore(Protocol):
         """Write the audit row in ``conn``'s transaction and commit it."""
         ...
 
+    async def commit_and_release(
+        self, conn: AsyncConnection, event: Event, *, session: AsyncSession | None = None
+    ) -> UUID:
+        """``commit_with()``, then ``release(conn, session=session)``; on failure, neither
+        releases."""
+        ...
+
     async def write(self, event: Event) -> UUID:
         """Write the audit row in a transaction of its own (failed attempts)."""
         ...
@@ -124,21 +131,25 @@ class UnitOfWork:
             await session.flush()
 
     async def commit_with(self, event: Event | None) -> None:
-        """Flush the session, write ``event``'s rows (if any) and commit, all in one transaction."""
+        """Flush the session, write ``event``'s rows (if any) and commit, all in one
+        transaction; then close (a failure leaves the connection to :meth:`rollback`)."""
         conn = self.connection
         await self._flush()
         self.finishing = self.commit_sent = True
         if event is None:
             await conn.commit()
         else:
-            await self._store.commit_with(conn, event)
+            await self._store.commit_and_release(conn, event, session=self._session)
+            self._connection = self._session = None
 
     async def commit_alone(self, event: Event | None) -> None:
-        """Roll back the request's changes, then write ``event``'s rows (if any) and commit."""
+        """Roll back the request's changes, then write ``event``'s rows (if any) and commit;
+        then close (a failure leaves the connection to :meth:`rollback`)."""
         conn = self.connection
         await self.rollback()
         if event is not None:
-            await self._store.commit_with(conn, event)
+            await self._store.commit_and_release(conn, event)
+            self._connection = self._session = None
 
     async def rollback(self) -> None:
         """Roll back everything the request did."""

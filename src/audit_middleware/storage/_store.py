@@ -201,6 +201,29 @@ class AuditStore(EngineCloser):
         audit row or not at all; on PostgreSQL the INSERT and the COMMIT are one round trip.
         Raises ``StoreError`` when nothing was committed (roll ``conn`` back), and
         ``CommitOutcomeUnknown`` when the connection broke with the COMMIT in flight."""
+        return await self._commit(conn, event, event_id, settle=True)
+
+    async def commit_and_release(
+        self,
+        conn: AsyncConnection,
+        event: Event,
+        *,
+        session: AsyncSession | None = None,
+        event_id: UUID | None = None,
+    ) -> UUID:
+        """:meth:`commit_with`, then :meth:`release` (``session`` closed first), in fewer steps.
+
+        The end of a unit of work that succeeded: on PostgreSQL SQLAlchemy's bookkeeping after
+        the COMMIT and the closing share one greenlet. Raises as :meth:`commit_with` does, and
+        then leaves ``conn`` to the caller (roll it back and release it)."""
+        postgresql = self._postgresql
+        event_id = await self._commit(conn, event, event_id, settle=not postgresql)
+        await _transaction.release_connection(conn, self._held, session, settle=postgresql)
+        return event_id
+
+    async def _commit(
+        self, conn: AsyncConnection, event: Event, event_id: UUID | None, *, settle: bool
+    ) -> UUID:
         if not isinstance(event, Event):
             raise TypeError(f"event must be an auditevt.Event, not {type(event).__name__}")
         if event_id is None:
@@ -210,7 +233,9 @@ class AuditStore(EngineCloser):
                 values = _statements.bound_values(event, event_id, event.to_json())
             except ValueError as exc:
                 raise StoreError(f"could not write the audit row: {exc}") from exc
-            await _transaction.commit_prepared(conn, values, _statements.BOUND_FORMATS)
+            await _transaction.commit_prepared(
+                conn, values, _statements.BOUND_FORMATS, settle=settle
+            )
             return event_id
         await _commit_sqlite(conn, self._checked_params(event, event_id))
         return event_id

@@ -94,28 +94,44 @@ def _begun(engine: Engine) -> Connection:
 
 
 async def release_connection(
-    conn: AsyncConnection, held: Locks, session: AsyncSession | None = None
+    conn: AsyncConnection,
+    held: Locks,
+    session: AsyncSession | None = None,
+    *,
+    settle: bool = False,
 ) -> None:
     """Close ``session`` (if any; a failure is raised), then ``conn`` (rolling back anything
-    uncommitted; a failure is logged), and release its lock."""
+    uncommitted; a failure is logged), and release its lock. ``settle``: first commit
+    SQLAlchemy's transaction, which the server committed already (commit_prepared(settle=False)).
+    """
     lock = held.pop(conn, None) if held else None  # PostgreSQL holds no lock: skip the lookup
     try:
-        if session is None:
+        if session is None and not settle:
             try:
                 await conn.close()
             except (sqlalchemy.exc.SQLAlchemyError, OSError):
                 logger.warning("closing the request's connection failed", exc_info=True)
         else:
-            # One greenlet for both (each greenlet_spawn costs about 8 us).
-            await greenlet_spawn(_close_both, session.sync_session, conn.sync_connection)
+            # One greenlet for all of it (each greenlet_spawn costs about 8 us).
+            await greenlet_spawn(
+                _settle_and_close, conn.sync_connection, session and session.sync_session, settle
+            )
     finally:
         if lock is not None:
             lock.release()
 
 
-def _close_both(session: Session, conn: Connection | None) -> None:
+def _settle_and_close(conn: Connection | None, session: Session | None, settle: bool) -> None:
     try:
-        session.close()
+        if settle and conn is not None:
+            conn.commit()  # sends nothing: the server's transaction is over
+        if session is not None:
+            session.close()
+    except (sqlalchemy.exc.SQLAlchemyError, OSError):
+        if not settle:
+            raise
+        # The server has committed: nothing failing after that may report that it did not.
+        logger.warning("closing the request's session after its commit failed", exc_info=True)
     finally:
         try:
             if conn is not None:
@@ -188,6 +204,7 @@ async def commit_prepared(
     formats: Sequence[int],
     *,
     statement: bytes = FULL_PREPARABLE,
+    settle: bool = True,
 ) -> None:
     """Run the write ``statement`` with ``values`` in ``conn``'s transaction, and COMMIT.
 
@@ -248,6 +265,7 @@ async def commit_prepared(
         raise await _translate(conn, driver, statement.decode(), exc) from exc
     if name is not None:
         info[key] = name
-    # SQLAlchemy still counts its transaction open; closing it sends nothing, as the server's
-    # transaction is already over.
-    await conn.commit()
+    if settle:
+        # SQLAlchemy still counts its transaction open; committing it sends nothing, as the
+        # server's transaction is already over. Unsettled, release_connection(settle=True) must.
+        await conn.commit()

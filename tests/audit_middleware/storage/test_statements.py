@@ -4,12 +4,16 @@ the prepared one is prepared once per connection."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import psycopg
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from audit_middleware import AuditStore, StoreError
+from audit_middleware.delivery._notify import NotifyingSink
 from audit_middleware.integrity import row_hash
 from audit_middleware.storage import _statements
 from audit_middleware.storage._store import _from_json_params, new_event_id
@@ -235,3 +239,25 @@ async def test_prepared_statements_off_sends_the_statement_inline(pg_url: str) -
                 await store.release(conn)
     with psycopg.connect(libpq(pg_url)) as check:
         assert check.execute("SELECT count(*) FROM audit_outbox").fetchone() == (3,)
+
+
+@pytest.mark.parametrize("notifying", [False, True], ids=["store", "relay.notifying(store)"])
+async def test_commit_and_release_commits_then_closes_the_session_and_the_connection(
+    store: AuditStore, notifying: bool
+) -> None:
+    woken: list[bool] = []
+    target: Any = NotifyingSink(store, lambda: woken.append(True)) if notifying else store
+    ended: list[str] = []
+    for outcome in ("commit", "rollback"):
+        sa.event.listen(store.engine.sync_engine, outcome, lambda _, o=outcome: ended.append(o))
+    conn = await store.connect()
+    session = AsyncSession(bind=conn, join_transaction_mode="rollback_only")
+    await session.execute(sa.text("SELECT 1"))
+    event_id = await target.commit_and_release(conn, make_event(7), session=session)
+    # SQLAlchemy's transaction ended as the commit it was (listeners see no rollback).
+    assert ended and set(ended) == {"commit"} and store.engine.pool.checkedout() == 0
+    assert conn.closed and session.sync_session.get_transaction() is None
+    assert woken == ([True] if notifying else [])
+    async with store.engine.connect() as check:
+        found = await check.execute(sa.text("SELECT entity_id, event_id FROM audit_log"))
+        assert [(row[0], uuid.UUID(str(row[1]))) for row in found] == [(7, event_id)]
