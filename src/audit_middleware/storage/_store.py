@@ -128,6 +128,7 @@ class AuditStore(EngineCloser):
             weakref.WeakKeyDictionary()
         )
         self._held: _transaction.Locks = weakref.WeakKeyDictionary()  # requests' SQLite locks
+        self._watching = False  # watch_rollbacks() registered (on the first connect())
 
     @classmethod
     def from_url(cls, url: str | URL, **engine_kwargs: Any) -> AuditStore:
@@ -184,6 +185,9 @@ class AuditStore(EngineCloser):
     async def connect(self) -> AsyncConnection:
         """A connection for one request's unit of work, its transaction begun (on SQLite
         holding this process's writer lock until :meth:`release`); raises ``StoreError``."""
+        if not self._watching and self._postgresql:
+            _transaction.watch_rollbacks(self._engine)  # here: only the transactional mode pays
+            self._watching = True
         lock = None if self._postgresql else self._sqlite_lock()
         return await _transaction.open_connection(self._engine, lock, _prepare_sqlite, self._held)
 

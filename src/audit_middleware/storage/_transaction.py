@@ -20,6 +20,7 @@ import psycopg
 import sqlalchemy.exc
 from psycopg import generators, pq
 from psycopg.abc import PQGen
+from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
@@ -178,6 +179,51 @@ async def _translate(
 # unknown never collides.
 _PREPARED_KEY = "auditevt.prepared_write"
 _names = itertools.count(1)
+# Set beside a prepared name when psycopg may have deallocated it since (watch_rollbacks): the
+# next write closes the statement (no error if it is gone) and prepares it again.
+_STALE_KEY = "auditevt.prepared_write_stale"
+_CAN_CLOSE = psycopg.capabilities.has_send_close_prepared()  # libpq 17 or later
+
+
+def watch_rollbacks(engine: AsyncEngine) -> None:
+    """Mark the write statement prepared on a connection as stale at every ROLLBACK psycopg may
+    answer with ``DEALLOCATE ALL``: it does so after rolling back a transaction, or to a
+    savepoint, whenever it holds prepared statements of its own (any statement run five times on
+    the connection), and that takes the write's statement too. Rollbacks SQLAlchemy does not
+    see (raw SQL) still fail the one write that follows. Idempotent."""
+    sync = engine.sync_engine
+    if not event.contains(sync, "rollback", _on_rollback):
+        event.listen(sync, "rollback", _on_rollback)
+        event.listen(sync, "rollback_savepoint", _on_rollback_savepoint)
+        event.listen(sync.pool, "reset", _on_reset)
+
+
+def _mark_stale(info: dict[Any, Any]) -> None:
+    for key in [key for key in info if type(key) is tuple and key[0] == _PREPARED_KEY]:
+        info[(_STALE_KEY, key[1])] = True
+
+
+def _rolls_back(driver: Any) -> bool:
+    # psycopg sends no ROLLBACK (and deallocates nothing) for a connection with no transaction.
+    try:
+        return bool(driver.pgconn.transaction_status != pq.TransactionStatus.IDLE)
+    except Exception:
+        return True
+
+
+def _on_rollback(conn: Connection) -> None:
+    if _rolls_back(conn.connection.driver_connection):
+        _mark_stale(conn.info)
+
+
+def _on_rollback_savepoint(conn: Connection, name: str, context: Any) -> None:
+    _mark_stale(conn.info)
+
+
+def _on_reset(dbapi_connection: Any, record: Any, reset_state: Any) -> None:
+    if _rolls_back(record.driver_connection):
+        _mark_stale(record.info)
+
 
 _INTRANS = pq.TransactionStatus.INTRANS
 _INERROR = pq.TransactionStatus.INERROR
@@ -214,7 +260,9 @@ async def commit_prepared(
     off (``prepare_threshold=None``, as behind a pooler in transaction mode) gets the unnamed
     statement instead. Raises ``CommitOutcomeUnknown`` when the connection broke (the COMMIT may
     have happened) and ``StoreError`` when nothing was committed; a prepared statement gone
-    from the session (``DEALLOCATE ALL``) fails that one write, and the next one prepares again.
+    from the session by a rollback is prepared again in the same pipeline (:func:`watch_rollbacks`);
+    gone otherwise (``DEALLOCATE ALL`` in raw SQL), it fails that one write, and the next one
+    prepares again.
     """
     driver = await _driver(conn)
     if driver.pgconn.transaction_status == _INERROR:
@@ -226,7 +274,9 @@ async def commit_prepared(
         )
     info, key = conn.info, (_PREPARED_KEY, statement)  # one entry per statement
     name: bytes | None = info.pop(key, None)
+    stale = info.pop((_STALE_KEY, statement), False)
     parsed = False  # this call sends the Parse
+    closed = False  # ... after a Close of the same name (its results come first)
     results: list[pq.abc.PGresult] = []
     try:
         async with driver.lock:
@@ -239,6 +289,13 @@ async def commit_prepared(
                 if driver.prepare_threshold is None:
                     pgconn.send_query_params(statement, values, param_formats=formats)
                 else:
+                    if name is not None and stale:
+                        if _CAN_CLOSE:
+                            pgconn.send_close_prepared(name)
+                            pgconn.send_prepare(name, statement)
+                            parsed = closed = True
+                        else:
+                            name = None  # a new name; the old one may stay in the session
                     if name is None:
                         name, parsed = b"auditevt_write_%d" % next(_names), True
                         pgconn.send_prepare(name, statement)
@@ -257,7 +314,8 @@ async def commit_prepared(
     except psycopg.Error as exc:
         # The statement stays prepared unless it was just refused, or is gone from the session.
         if parsed:
-            prepared = bool(results) and results[0].status == _COMMAND_OK
+            parse = 1 if closed else 0
+            prepared = len(results) > parse and results[parse].status == _COMMAND_OK
         else:
             prepared = exc.sqlstate != _NO_SUCH_STATEMENT
         if name is not None and prepared:

@@ -344,3 +344,37 @@ async def test_txn_pg_a_failed_statement_the_handler_caught_commits_nothing(
         rows = conn.execute("SELECT status_code FROM audit_log").fetchall()
     # No patient; the attempt alone is recorded, with what the client got.
     assert counts(pg_url) == (0, 1) and rows == [(503,)]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("rollback", ["error status", "session.rollback()", "savepoint"])
+async def test_txn_pg_a_rollback_does_not_cost_the_next_write_its_statement(
+    pg_url: str, rollback: str
+) -> None:
+    # psycopg prepares a statement run five times on a connection, and then answers every
+    # ROLLBACK with DEALLOCATE ALL, which takes the audit write's prepared statement too.
+    await migrate(pg_url)
+    async with AuditStore.from_url(pg_url, pool_size=1, max_overflow=0) as store:
+        await create_tables(store.engine)
+
+        async def handler(request: Request) -> Response:
+            session = await _patient_added(request, f"p{len(answers)}")
+            for _ in range(6):
+                await session.execute(sa.text("SELECT 1"))  # psycopg prepares it
+            if rollback == "session.rollback()":
+                await session.rollback()
+            elif rollback == "savepoint":
+                with contextlib.suppress(sa.exc.DBAPIError):
+                    async with session.begin_nested():
+                        await session.execute(sa.text("SELECT 1 / 0"))
+            return JSONResponse({}, 409 if rollback == "error status" else 201)
+
+        answers: list[int] = []
+        async with _client(handler, store) as http:
+            for _ in range(4):
+                answers.append((await http.post("/p")).status_code)
+    expected = 409 if rollback == "error status" else 201
+    assert answers == [expected] * 4
+    with psycopg.connect(libpq(pg_url)) as conn:
+        rows = conn.execute("SELECT status_code FROM audit_log").fetchall()
+    assert rows == [(expected,)] * 4
