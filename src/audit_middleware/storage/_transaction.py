@@ -211,18 +211,22 @@ def _rolls_back(driver: Any) -> bool:
         return True
 
 
+# The listeners never raise: an invalidated connection's info is cleared anyway.
 def _on_rollback(conn: Connection) -> None:
-    if _rolls_back(conn.connection.driver_connection):
-        _mark_stale(conn.info)
+    with contextlib.suppress(Exception):
+        if _rolls_back(conn.connection.driver_connection):
+            _mark_stale(conn.info)
 
 
 def _on_rollback_savepoint(conn: Connection, name: str, context: Any) -> None:
-    _mark_stale(conn.info)
+    with contextlib.suppress(Exception):
+        _mark_stale(conn.info)
 
 
 def _on_reset(dbapi_connection: Any, record: Any, reset_state: Any) -> None:
-    if _rolls_back(record.driver_connection):
-        _mark_stale(record.info)
+    with contextlib.suppress(Exception):
+        if _rolls_back(record.driver_connection):
+            _mark_stale(record.info)
 
 
 _INTRANS = pq.TransactionStatus.INTRANS
