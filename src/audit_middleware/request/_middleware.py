@@ -141,8 +141,17 @@ class AuditMiddleware:
         if not callable(getattr(target, "write", None)):
             name = "store" if store is not None else "sink"
             raise TypeError(f"{name}={target!r} has no write(event) method")
-        if store is not None and not callable(getattr(store, "commit_with", None)):
-            raise TypeError(f"store={store!r} has no connect()/commit_with(): pass an AuditStore")
+        if store is not None:
+            missing = [
+                name
+                for name in ("connect", "commit_and_release", "release")
+                if not callable(getattr(store, name, None))
+            ]
+            if missing:
+                raise TypeError(
+                    f"store={store!r} has no {', '.join(f'{m}()' for m in missing)}: "
+                    "pass an AuditStore"
+                )
         if config is not None and not isinstance(config, AuditConfig):
             raise TypeError(f"config={config!r} must be an AuditConfig")
         if stats is not None and not isinstance(stats, AuditStats):

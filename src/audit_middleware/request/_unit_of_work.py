@@ -54,15 +54,11 @@ class TransactionalStore(Protocol):
         """Close ``session`` (if any), then a connection from :meth:`connect`."""
         ...
 
-    async def commit_with(self, conn: AsyncConnection, event: Event) -> UUID:
-        """Write the audit row in ``conn``'s transaction and commit it."""
-        ...
-
     async def commit_and_release(
         self, conn: AsyncConnection, event: Event, *, session: AsyncSession | None = None
     ) -> UUID:
-        """``commit_with()``, then ``release(conn, session=session)``; on failure, neither
-        releases."""
+        """Write the audit row in ``conn``'s transaction, commit it, then
+        ``release(conn, session=session)``; on failure, nothing is released."""
         ...
 
     async def write(self, event: Event) -> UUID:

@@ -237,6 +237,16 @@ def test_txn_store_and_sink_are_exclusive(sqlite_url: str) -> None:
         AuditMiddleware(lambda *a: None, store=store, config=AuditConfig(fail_open=True))  # type: ignore[arg-type]
 
 
+def test_txn_a_store_without_what_the_mode_calls_is_refused_by_name() -> None:
+    class WritesOnly:  # a sink= store passed as store=: no unit of work to give
+        async def write(self, event: Any) -> None: ...
+
+        async def connect(self) -> None: ...
+
+    with pytest.raises(TypeError, match=r"has no commit_and_release\(\), release\(\): pass"):
+        AuditMiddleware(lambda *a: None, store=WritesOnly())  # type: ignore[arg-type]
+
+
 def _core_app(store: AuditStore, commit_early: bool) -> Any:
     from starlette.applications import Starlette
     from starlette.responses import JSONResponse
